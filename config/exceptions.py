@@ -1,0 +1,65 @@
+"""One place that turns errors into `{"detail": ..., "code": ...}` answers."""
+
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import OperationalError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+from config.errors import ApplicationError
+
+
+def _first_message(detail: Any, path: str = "") -> tuple[str, str]:
+    """The first error in a nested DRF error structure, with the field path that produced it."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key == "non_field_errors":
+                sub = path
+            return _first_message(value, sub)
+    if isinstance(detail, list):
+        for index, value in enumerate(detail):
+            if isinstance(value, (dict, list)) and value:
+                sub = f"{path}[{index}]" if isinstance(value, dict) else path
+                return _first_message(value, sub)
+            if value:
+                return path, str(value)
+    return path, str(detail)
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, ApplicationError):
+        body = {"detail": exc.message, "code": exc.code, **exc.extra}
+        if exc.field:
+            body["field"] = exc.field
+        return Response(body, status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            {"detail": "Request body too large.", "code": "too_large"},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, OperationalError):
+        # Lost connection or lock timeout: the transaction rolled back, so a retry is safe.
+        return Response(
+            {"detail": "Temporary database error; nothing was saved. Retry.", "code": "retry"},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
+        )
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        field, message = _first_message(exc.detail)
+        body = {
+            "detail": f"{field}: {message}" if field else message,
+            "code": "invalid",
+            "field": field or None,
+            "errors": exc.detail,
+        }
+        response.data = body
+    elif isinstance(response.data, dict) and "detail" in response.data:
+        detail = response.data["detail"]
+        response.data = {"detail": str(detail), "code": getattr(detail, "code", "error")}
+    return response

@@ -1,0 +1,359 @@
+"""Thin API views: validate, call a service or selector, serialize."""
+
+import django_filters
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import selectors, services
+from ..errors import AuditChainBroken, QueueNotFound
+from ..models import AuditEvent, Output, Queue, Review, Role, RoutingRule
+from .permissions import roles_allowed
+from .serializers import (
+    AgreementSerializer,
+    AuditEventSerializer,
+    AuditVerifySerializer,
+    ClaimSerializer,
+    GoldInSerializer,
+    GuidelineSerializer,
+    IngestResultSerializer,
+    LeaseSerializer,
+    OutputInSerializer,
+    OutputSerializer,
+    QueueSerializer,
+    QueueWithCountsSerializer,
+    ReviewInSerializer,
+    ReviewItemSerializer,
+    ReviewSerializer,
+    RoutingRuleSerializer,
+)
+
+ANY_ROLE = [r.value for r in Role]
+WORKERS = [Role.REVIEWER, Role.LEAD, Role.ADMIN]
+MANAGERS = [Role.LEAD, Role.ADMIN]
+INGESTERS = [Role.ML_ENGINEER, Role.ADMIN]
+
+
+class OutputFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=Output.Status.choices)
+    queue = django_filters.CharFilter(field_name="queue__name")
+    tag = django_filters.CharFilter(field_name="tag_rows__name")
+    model = django_filters.CharFilter(field_name="model_name")
+    model_version = django_filters.CharFilter()
+    source = django_filters.CharFilter()
+    resolution = django_filters.ChoiceFilter(choices=Output.Resolution.choices)
+
+    class Meta:
+        model = Output
+        fields = ["status", "queue", "tag", "model", "model_version", "source", "resolution"]
+
+
+class OutputListCreateApi(generics.ListAPIView):
+    """List outputs (overseers) or ingest one output / a list of up to 1,000 (ml_engineer, admin)."""
+
+    serializer_class = OutputSerializer
+    filterset_class = OutputFilter
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [roles_allowed(*INGESTERS)()]
+        return [roles_allowed(*selectors.OVERSEERS)()]
+
+    def get_queryset(self):
+        return selectors.outputs_visible_to(user=self.request.user).select_related(
+            "queue", "routing_rule"
+        ).order_by("-id")
+
+    @extend_schema(
+        request=OutputInSerializer(many=True),
+        responses={201: IngestResultSerializer, 200: IngestResultSerializer},
+        description=(
+            "One output object or a list of up to 1,000, validated all or nothing. Re-posting "
+            "an existing (source, external_id) returns the stored record; nothing is duplicated."
+        ),
+    )
+    def post(self, request: Request) -> Response:
+        result = services.outputs_ingest(payload=request.data, actor=request.user)
+        items = [
+            {
+                "id": output.pk,
+                "external_id": output.external_id,
+                "source": output.source,
+                "status": output.status,
+                "queue": output.queue.name if output.queue_id and output.queue else None,
+                "routing_reason": output.routing_reason,
+                "created": created,
+            }
+            for output, created in zip(result.outputs, result.created, strict=True)
+        ]
+        body = {
+            "created": result.created_count,
+            "existing": len(items) - result.created_count,
+            "items": items,
+        }
+        code = status.HTTP_201_CREATED if result.created_count else status.HTTP_200_OK
+        return Response(body, status=code)
+
+
+class OutputDetailApi(generics.RetrieveAPIView):
+    serializer_class = OutputSerializer
+    permission_classes = [roles_allowed(*selectors.OVERSEERS)]
+
+    def get_queryset(self):
+        return selectors.outputs_visible_to(user=self.request.user).select_related(
+            "queue", "routing_rule"
+        )
+
+
+class OutputGoldApi(APIView):
+    permission_classes = [roles_allowed(*MANAGERS)]
+
+    @extend_schema(request=GoldInSerializer, responses=OutputSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        data = GoldInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        output = get_object_or_404(Output, pk=pk)
+        output = services.output_mark_gold(
+            output=output, user=request.user, is_gold=data.validated_data["is_gold"]
+        )
+        return Response(OutputSerializer(output).data)
+
+
+class QueueListCreateApi(generics.ListAPIView):
+    serializer_class = QueueWithCountsSerializer
+    pagination_class = None
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [roles_allowed(*MANAGERS)()]
+        return [roles_allowed(*ANY_ROLE)()]
+
+    def get_queryset(self):
+        return selectors.queues_for(user=self.request.user)
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if self.request.method == "GET":
+            context["counts"] = selectors.queue_counts(
+                queues=selectors.queues_for(user=self.request.user), user=self.request.user
+            )
+        return context
+
+    @extend_schema(request=QueueSerializer, responses={201: QueueSerializer})
+    def post(self, request: Request) -> Response:
+        data = QueueSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        queue = services.queue_save(user=request.user, **data.validated_data)
+        return Response(QueueSerializer(queue).data, status=status.HTTP_201_CREATED)
+
+
+def _queue_or_404(user, pk: int) -> Queue:
+    queue = next((q for q in selectors.queues_for(user=user) if q.pk == int(pk)), None)
+    if queue is None:
+        raise QueueNotFound("No such queue, or not one you may see.")
+    return queue
+
+
+class QueueDetailApi(APIView):
+    @extend_schema(responses=QueueSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(QueueSerializer(_queue_or_404(request.user, pk)).data)
+
+    @extend_schema(request=QueueSerializer, responses=QueueSerializer)
+    def patch(self, request: Request, pk: int) -> Response:
+        queue = get_object_or_404(Queue, pk=pk)
+        data = QueueSerializer(queue, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        queue = services.queue_save(user=request.user, queue=queue, **data.validated_data)
+        return Response(QueueSerializer(queue).data)
+
+    def get_permissions(self):
+        if self.request.method == "PATCH":
+            return [roles_allowed(*MANAGERS)()]
+        return [roles_allowed(*ANY_ROLE)()]
+
+
+class QueueAgreementApi(APIView):
+    permission_classes = [roles_allowed(Role.LEAD, Role.ADMIN, Role.AUDITOR, Role.ML_ENGINEER)]
+
+    @extend_schema(responses=AgreementSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        queue = get_object_or_404(Queue, pk=pk)
+        agreement = selectors.queue_agreement(queue=queue)
+        return Response(
+            {
+                "items": agreement.items,
+                "percent_agreement": agreement.percent_agreement,
+                "cohens_kappa": agreement.cohens_kappa,
+                "label_counts": agreement.label_counts,
+                "gold": selectors.gold_agreement(queue=queue),
+            }
+        )
+
+
+class QueueClaimApi(APIView):
+    """Lease the next item of the queue to the caller: 200 with it, 204 when nothing is left."""
+
+    permission_classes = [roles_allowed(*WORKERS)]
+
+    @extend_schema(request=None, responses={200: ClaimSerializer, 204: OpenApiResponse(
+        description="Nothing left in this queue for you.")})
+    def post(self, request: Request, pk: int) -> Response:
+        queue = Queue.objects.filter(pk=pk).first()
+        if queue is None:
+            raise QueueNotFound("No such queue.")
+        lease = services.queue_claim_next(queue=queue, user=request.user)
+        if lease is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        guidelines = queue.guideline_versions.order_by("-version").first()
+        return Response(
+            {
+                "lease": LeaseSerializer(lease).data,
+                "item": ReviewItemSerializer(lease.output).data,
+                "guidelines": GuidelineSerializer(guidelines).data if guidelines else None,
+            }
+        )
+
+
+class LeaseRenewApi(APIView):
+    permission_classes = [roles_allowed(*WORKERS)]
+
+    @extend_schema(request=None, responses=LeaseSerializer)
+    def post(self, request: Request, pk: str) -> Response:
+        lease = services.lease_renew(lease_id=pk, user=request.user)
+        return Response(LeaseSerializer(lease).data)
+
+
+class LeaseReleaseApi(APIView):
+    permission_classes = [roles_allowed(*WORKERS)]
+
+    @extend_schema(request=None, responses=LeaseSerializer)
+    def post(self, request: Request, pk: str) -> Response:
+        lease = services.lease_release(lease_id=pk, user=request.user)
+        return Response(LeaseSerializer(lease).data)
+
+
+class ReviewFilter(django_filters.FilterSet):
+    output = django_filters.NumberFilter(field_name="output_id")
+    reviewer = django_filters.CharFilter(field_name="reviewer__username")
+    queue = django_filters.CharFilter(field_name="queue__name")
+    decision = django_filters.ChoiceFilter(choices=Review.Decision.choices)
+    stage = django_filters.ChoiceFilter(choices=Review.Stage.choices)
+
+    class Meta:
+        model = Review
+        fields = ["output", "reviewer", "queue", "decision", "stage"]
+
+
+class ReviewListCreateApi(generics.ListAPIView):
+    """Submit a decision on a leased item; list reviews (blind: others' only once resolved)."""
+
+    serializer_class = ReviewSerializer
+    filterset_class = ReviewFilter
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [roles_allowed(*WORKERS)()]
+        return [roles_allowed(*ANY_ROLE)()]
+
+    def get_queryset(self):
+        return selectors.reviews_visible_to(user=self.request.user).order_by("-id")
+
+    @extend_schema(request=ReviewInSerializer, responses={201: ReviewSerializer})
+    def post(self, request: Request) -> Response:
+        data = ReviewInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        review = services.review_submit(
+            lease_id=values["lease"],
+            user=request.user,
+            decision=values["decision"],
+            corrected_output=values["corrected_output"],
+            reason=values["reason"],
+            comment=values["comment"],
+        )
+        return Response(ReviewSerializer(review).data, status=status.HTTP_201_CREATED)
+
+
+class RoutingRuleListCreateApi(generics.ListAPIView):
+    serializer_class = RoutingRuleSerializer
+    queryset = RoutingRule.objects.select_related("queue").order_by("position", "id")
+    pagination_class = None
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [roles_allowed(*MANAGERS)()]
+        return [roles_allowed(Role.LEAD, Role.ADMIN, Role.AUDITOR, Role.ML_ENGINEER)()]
+
+    @extend_schema(request=RoutingRuleSerializer, responses={201: RoutingRuleSerializer})
+    def post(self, request: Request) -> Response:
+        data = RoutingRuleSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        rule = services.routing_rule_save(user=request.user, **data.validated_data)
+        return Response(RoutingRuleSerializer(rule).data, status=status.HTTP_201_CREATED)
+
+
+class RoutingRuleDetailApi(APIView):
+    def get_permissions(self):
+        if self.request.method in ("PATCH", "DELETE"):
+            return [roles_allowed(*MANAGERS)()]
+        return [roles_allowed(Role.LEAD, Role.ADMIN, Role.AUDITOR, Role.ML_ENGINEER)()]
+
+    @extend_schema(responses=RoutingRuleSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(RoutingRuleSerializer(get_object_or_404(RoutingRule, pk=pk)).data)
+
+    @extend_schema(request=RoutingRuleSerializer, responses=RoutingRuleSerializer)
+    def patch(self, request: Request, pk: int) -> Response:
+        rule = get_object_or_404(RoutingRule, pk=pk)
+        data = RoutingRuleSerializer(rule, data=request.data, partial=True)
+        data.is_valid(raise_exception=True)
+        rule = services.routing_rule_save(user=request.user, rule=rule, **data.validated_data)
+        return Response(RoutingRuleSerializer(rule).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, pk: int) -> Response:
+        services.routing_rule_delete(user=request.user, rule=get_object_or_404(RoutingRule, pk=pk))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AuditFilter(django_filters.FilterSet):
+    action = django_filters.CharFilter()
+    object_type = django_filters.CharFilter()
+    object_id = django_filters.CharFilter()
+    actor = django_filters.CharFilter(field_name="actor_name")
+    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = AuditEvent
+        fields = ["action", "object_type", "object_id", "actor", "since", "until"]
+
+
+class AuditListApi(generics.ListAPIView):
+    """The audit log, read-only, oldest first (auditors and admins)."""
+
+    serializer_class = AuditEventSerializer
+    queryset = AuditEvent.objects.order_by("seq")
+    filterset_class = AuditFilter
+    permission_classes = [roles_allowed(Role.AUDITOR, Role.ADMIN)]
+
+
+class AuditVerifyApi(APIView):
+    permission_classes = [roles_allowed(Role.AUDITOR, Role.ADMIN)]
+
+    @extend_schema(responses=AuditVerifySerializer)
+    def get(self, request: Request) -> Response:
+        try:
+            count = services.audit_verify()
+        except AuditChainBroken as broken:
+            return Response(
+                {"ok": False, "events": None, "broken_at": broken.seq, "detail": broken.message}
+            )
+        return Response(
+            {"ok": True, "events": count, "broken_at": None, "detail": "chain intact"}
+        )
+

@@ -1,0 +1,111 @@
+"""Demo users (one per role), queues, routing rules and a few hundred outputs, through the same
+services the API uses. Idempotent: a second run changes nothing."""
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from reviews.demo_data import demo_outputs
+from reviews.models import Queue, Role, RoutingRule
+from reviews.services import outputs_ingest, queue_save, routing_rule_save
+
+DEMO_USERS = [
+    ("reviewer", Role.REVIEWER),
+    ("reviewer2", Role.REVIEWER),
+    ("lead", Role.LEAD),
+    ("ml_engineer", Role.ML_ENGINEER),
+    ("approver", Role.APPROVER),
+    ("approver2", Role.APPROVER),
+    ("deployer", Role.DEPLOYER),
+    ("auditor", Role.AUDITOR),
+    ("admin", Role.ADMIN),
+]
+
+GUIDELINES = """# Harbor Mutual support answers
+
+- **Approve** when the answer is correct, complete and in house style: the direct answer
+  first, two or three short sentences, and a concrete *Next step:* at the end.
+- **Correct** when the facts or the style are off: fix the text, keep it short.
+- **Reject** when the answer cannot be salvaged (wrong topic, unsafe, leaks personal data).
+- **Escalate** when you are not sure what the policy says.
+
+Facts to check: collision deductible $500 on standard policies; claims paid in 5–10 business
+days; towing up to 15 miles; payment date movable once per term (1st–28th).
+"""
+
+QUEUES = [
+    ("low-confidence", "Answers the model was unsure of.", 1),
+    ("policy-review", "Complaints and policy flags: two reviewers must agree.", 2),
+    ("audit-sample", "A random sample of confident answers, checked anyway.", 1),
+]
+
+RULES = [
+    ("complaints to policy review", {"tag": "complaint", "queue": "policy-review"}),
+    ("low confidence", {"confidence_below": 0.6, "queue": "low-confidence"}),
+    ("audit sample 10%", {"sample_rate": 0.10, "queue": "audit-sample"}),
+    ("auto-accept confident", {"action": RoutingRule.Action.AUTO_ACCEPT}),
+]
+
+
+def demo_password(username: str) -> str:
+    return f"{username}-demo-pass"
+
+
+class Command(BaseCommand):
+    help = "Create demo users, queues, routing rules and demo outputs (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--outputs", type=int, default=300)
+
+    def handle(self, *args, outputs: int, **options):
+        call_command("bootstrap_roles", verbosity=0, stdout=self.stdout)
+        with transaction.atomic():
+            admin = self._users()
+            self._queues_and_rules(admin)
+        batch = list(demo_outputs(outputs))
+        result = outputs_ingest(payload=batch, actor=admin)
+        self.stdout.write(
+            f"demo outputs: {result.created_count} new, "
+            f"{len(batch) - result.created_count} already there"
+        )
+        self.stdout.write("\nDemo users (username / password):")
+        for username, role in DEMO_USERS:
+            self.stdout.write(f"  {username:<12} {demo_password(username):<24} {role.label}")
+
+    def _users(self):
+        User = get_user_model()
+        admin = None
+        for username, role in DEMO_USERS:
+            user, created = User.objects.get_or_create(username=username)
+            if created:
+                user.set_password(demo_password(username))
+                user.email = f"{username}@signoff.example"
+                if role == Role.ADMIN:
+                    user.is_staff = user.is_superuser = True
+                user.save()
+            user.groups.add(Group.objects.get(name=role))
+            if role == Role.ADMIN:
+                admin = user
+        return admin
+
+    def _queues_and_rules(self, admin) -> None:
+        for name, description, required in QUEUES:
+            queue = Queue.objects.filter(name=name).first()
+            if queue is None:
+                queue_save(
+                    user=admin,
+                    name=name,
+                    description=description,
+                    required_reviews=required,
+                    gold_rate=0.0,
+                    guidelines=GUIDELINES,
+                )
+        for position, (name, spec) in enumerate(RULES, start=1):
+            if RoutingRule.objects.filter(name=name).exists():
+                continue
+            values = dict(spec)
+            if "queue" in values:
+                values["queue"] = Queue.objects.get(name=values["queue"])
+            routing_rule_save(user=admin, name=name, position=position * 10, **values)

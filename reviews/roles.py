@@ -1,0 +1,69 @@
+"""Who may do what: roles are Django groups, their rights are permissions.
+
+Each app lists the permissions its roles get in its AppConfig (`role_permissions`), so that
+`bootstrap_roles` collects them without this module knowing the later apps.
+"""
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from .models import Queue, Role
+
+REVIEWS_ROLE_PERMISSIONS: dict[str, list[str]] = {
+    Role.REVIEWER: ["reviews.work_queue", "reviews.view_queue"],
+    Role.LEAD: [
+        "reviews.work_queue",
+        "reviews.lead_queue",
+        "reviews.manage_queues",
+        "reviews.view_queue",
+        "reviews.view_output",
+        "reviews.view_review",
+    ],
+    Role.ML_ENGINEER: [
+        "reviews.add_output",
+        "reviews.view_output",
+        "reviews.view_review",
+        "reviews.view_queue",
+    ],
+    Role.APPROVER: ["reviews.view_output", "reviews.view_review", "reviews.view_queue"],
+    Role.DEPLOYER: ["reviews.view_queue"],
+    Role.AUDITOR: [
+        "reviews.view_output",
+        "reviews.view_review",
+        "reviews.view_queue",
+        "reviews.view_audit_log",
+    ],
+    Role.ADMIN: [
+        "reviews.work_queue",
+        "reviews.lead_queue",
+        "reviews.manage_queues",
+        "reviews.add_output",
+        "reviews.view_output",
+        "reviews.view_review",
+        "reviews.view_queue",
+        "reviews.view_audit_log",
+    ],
+}
+
+
+def user_roles(user: AbstractBaseUser | AnonymousUser) -> set[str]:
+    if not user.is_authenticated:
+        return set()
+    cached = getattr(user, "_signoff_roles", None)
+    if cached is None:
+        cached = set(user.groups.values_list("name", flat=True))  # type: ignore[union-attr]
+        if user.is_superuser:  # type: ignore[union-attr]
+            cached.add(Role.ADMIN)
+        user._signoff_roles = cached  # type: ignore[union-attr]
+    return cached
+
+
+def has_role(user: AbstractBaseUser | AnonymousUser, *roles: str) -> bool:
+    return bool(user_roles(user) & set(roles))
+
+
+def can_work_queue(user: AbstractBaseUser | AnonymousUser, queue: Queue) -> bool:
+    """Members of the queue's role work it; leads also work reviewer queues; admins all."""
+    roles = user_roles(user)
+    if Role.ADMIN in roles or queue.role in roles:
+        return True
+    return queue.role == Role.REVIEWER and Role.LEAD in roles

@@ -1,0 +1,28 @@
+"""Every write of the review loop. Import from here: `from reviews.services import review_submit`."""
+
+from .audit import audit_append, audit_verify
+from .decisions import output_mark_gold, review_submit
+from .ingest import IngestResult, outputs_ingest, validate_batch
+from .leases import lease_release, lease_renew, queue_claim_next
+from .queues import guidelines_publish, queue_save, routing_rule_delete, routing_rule_save
+from .routing import Router, default_queue, escalation_queue
+
+__all__ = [
+    "IngestResult",
+    "Router",
+    "audit_append",
+    "audit_verify",
+    "default_queue",
+    "escalation_queue",
+    "guidelines_publish",
+    "lease_release",
+    "lease_renew",
+    "output_mark_gold",
+    "outputs_ingest",
+    "queue_claim_next",
+    "queue_save",
+    "review_submit",
+    "routing_rule_delete",
+    "routing_rule_save",
+    "validate_batch",
+]

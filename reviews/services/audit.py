@@ -1,0 +1,161 @@
+"""The hash-chained audit log: append inside the caller's transaction, verify the whole chain."""
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from ..errors import AuditChainBroken
+from ..models import AuditEvent, AuditHead
+
+GENESIS_HASH = "0" * 64
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_hash(
+    *,
+    prev_hash: str,
+    seq: int,
+    created_at: datetime,
+    actor_id: int | None,
+    actor_name: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    payload: Any,
+) -> str:
+    body = canonical_json(
+        {
+            "seq": seq,
+            "created_at": _timestamp(created_at),
+            "actor_id": actor_id,
+            "actor_name": actor_name,
+            "action": action,
+            "object_type": object_type,
+            "object_id": object_id,
+            "payload": payload,
+        }
+    )
+    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
+
+
+def _locked_head() -> AuditHead:
+    head = AuditHead.objects.select_for_update().filter(pk=1).first()
+    if head is None:
+        try:
+            with transaction.atomic():
+                AuditHead.objects.create(pk=1, seq=0, hash=GENESIS_HASH)
+        except IntegrityError:
+            pass  # another writer created it first; lock theirs
+        head = AuditHead.objects.select_for_update().get(pk=1)
+    return head
+
+
+def audit_append(
+    *,
+    actor: AbstractBaseUser | None,
+    action: str,
+    object_type: str,
+    object_id: object,
+    payload: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event. Must run inside the transaction of the change it records, as late in
+    it as possible: the head's row lock serialises appenders until that transaction ends."""
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("audit_append must run inside the transaction of the change")
+    # Round-trip through JSON so that what is hashed is exactly what the database returns.
+    clean_payload = json.loads(canonical_json(payload or {}))
+    actor_id = actor.pk if actor is not None and actor.pk is not None else None
+    actor_name = actor.get_username() if actor_id is not None else "system"
+    head = _locked_head()
+    seq = head.seq + 1
+    created_at = timezone.now()
+    digest = event_hash(
+        prev_hash=head.hash,
+        seq=seq,
+        created_at=created_at,
+        actor_id=actor_id,
+        actor_name=actor_name,
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        payload=clean_payload,
+    )
+    event = AuditEvent.objects.create(
+        seq=seq,
+        created_at=created_at,
+        actor_id=actor_id,
+        actor_name=actor_name,
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        payload=clean_payload,
+        prev_hash=head.hash,
+        hash=digest,
+    )
+    AuditHead.objects.filter(pk=1).update(seq=seq, hash=digest)
+    return event
+
+
+def _events_in_order(batch: int = 2000) -> Iterator[AuditEvent]:
+    last = 0
+    while True:
+        chunk = list(AuditEvent.objects.filter(seq__gt=last).order_by("seq")[:batch])
+        if not chunk:
+            return
+        yield from chunk
+        last = chunk[-1].seq
+
+
+def audit_verify() -> int:
+    """Check every link of the chain and the published head; return the number of events.
+
+    Raises AuditChainBroken naming the first event (by sequence number) that does not hold.
+    """
+    expected_prev = GENESIS_HASH
+    expected_seq = 1
+    count = 0
+    for event in _events_in_order():
+        if event.seq != expected_seq:
+            raise AuditChainBroken(
+                expected_seq, f"event #{expected_seq} is missing (next found is #{event.seq})"
+            )
+        if event.prev_hash != expected_prev:
+            raise AuditChainBroken(event.seq, f"event #{event.seq} does not link to its predecessor")
+        recomputed = event_hash(
+            prev_hash=event.prev_hash,
+            seq=event.seq,
+            created_at=event.created_at,
+            actor_id=event.actor_id,
+            actor_name=event.actor_name,
+            action=event.action,
+            object_type=event.object_type,
+            object_id=event.object_id,
+            payload=event.payload,
+        )
+        if recomputed != event.hash:
+            raise AuditChainBroken(event.seq, f"event #{event.seq} was altered (hash mismatch)")
+        expected_prev = event.hash
+        expected_seq += 1
+        count += 1
+    head = AuditHead.objects.filter(pk=1).first()
+    head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
+    if head_seq != count or head_hash != expected_prev:
+        raise AuditChainBroken(
+            count + 1 if head_seq > count else head_seq,
+            f"chain ends at #{count} but the published head is #{head_seq}: "
+            "events were removed from the tail or the head was altered",
+        )
+    return count
