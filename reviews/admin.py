@@ -22,8 +22,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Queue)
 class QueueAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "role", "required_reviews", "lease_seconds", "gold_rate",
-                    "is_active"]
+    list_display = [
+        "name",
+        "kind",
+        "role",
+        "required_reviews",
+        "lease_seconds",
+        "gold_rate",
+        "is_active",
+    ]
     readonly_fields = ["kind", "created_at"]
 
     def save_model(self, request, obj, form, change):
@@ -43,8 +50,9 @@ class RoutingRuleAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         values = {f: form.cleaned_data[f] for f in form.changed_data if f in RULE_FIELDS}
-        saved = services.routing_rule_save(user=request.user, rule=obj if change else None,
-                                           **values)
+        saved = services.routing_rule_save(
+            user=request.user, rule=obj if change else None, **values
+        )
         obj.pk = saved.pk
 
     def delete_model(self, request, obj):
@@ -62,8 +70,16 @@ class GuidelineVersionAdmin(ReadOnlyAdmin):
 
 @admin.register(Output)
 class OutputAdmin(ReadOnlyAdmin):
-    list_display = ["id", "source", "external_id", "model_name", "status", "queue", "resolution",
-                    "created_at"]
+    list_display = [
+        "id",
+        "source",
+        "external_id",
+        "model_name",
+        "status",
+        "queue",
+        "resolution",
+        "created_at",
+    ]
     list_filter = ["status", "resolution", "queue", "model_name"]
     search_fields = ["external_id", "source"]
 

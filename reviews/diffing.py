@@ -18,6 +18,5 @@ def word_diff(original: str, corrected: str) -> list[list[str]]:
     a, b = tokenize(original), tokenize(corrected)
     matcher = difflib.SequenceMatcher(a=a, b=b, autojunk=False)
     return [
-        [op, "".join(a[i1:i2]), "".join(b[j1:j2])]
-        for op, i1, i2, j1, j2 in matcher.get_opcodes()
+        [op, "".join(a[i1:i2]), "".join(b[j1:j2])] for op, i1, i2, j1, j2 in matcher.get_opcodes()
     ]

@@ -247,9 +247,7 @@ class Output(models.Model):
                 name="output_claim_escalated",
                 condition=Q(status="escalated"),
             ),
-            models.Index(
-                "queue", "id", name="output_gold_by_queue", condition=Q(is_gold=True)
-            ),
+            models.Index("queue", "id", name="output_gold_by_queue", condition=Q(is_gold=True)),
             models.Index(fields=["status", "queue"], name="output_status_queue"),
             models.Index(fields=["model_name", "model_version"], name="output_model"),
             models.Index(fields=["resolved_at"], name="output_resolved_at"),
@@ -270,9 +268,7 @@ class OutputTag(models.Model):
     name = models.CharField(max_length=64)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["output", "name"], name="output_tag_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["output", "name"], name="output_tag_unique")]
         indexes = [models.Index(fields=["name", "output"], name="output_tag_name")]
 
     def __str__(self) -> str:

@@ -30,16 +30,19 @@ def queue_counts(*, queues: list[Queue], user: AbstractBaseUser | None = None) -
         .values("queue_id")
         .annotate(
             pending=Count(
-                "id", filter=Q(status="pending") & (Q(lease_expires_at__isnull=True)
-                                                    | Q(lease_expires_at__lt=now))
+                "id",
+                filter=Q(status="pending")
+                & (Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lt=now)),
             ),
             in_review=Count("id", filter=Q(status="pending", lease_expires_at__gte=now)),
             escalated=Count("id", filter=Q(status="escalated")),
             done=Count("id", filter=Q(status="resolved")),
         )
     )
-    counts = {q.pk: {"pending": 0, "in_review": 0, "escalated": 0, "done": 0, "mine_today": 0}
-              for q in queues}
+    counts = {
+        q.pk: {"pending": 0, "in_review": 0, "escalated": 0, "done": 0, "mine_today": 0}
+        for q in queues
+    }
     for row in rows:
         counts[row.pop("queue_id")].update(row)
     for queue in queues:

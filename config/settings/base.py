@@ -77,7 +77,7 @@ TEMPLATES = [
 
 
 def database_config(url: str | None) -> dict:
-    """SQLite by default (a file under var/); PostgreSQL (or any dj-database-url) via DATABASE_URL."""
+    """SQLite by default (a file under var/); PostgreSQL via DATABASE_URL."""
     if not url:
         VAR_DIR.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{VAR_DIR / 'signoff.sqlite3'}"

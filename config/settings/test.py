@@ -1,8 +1,8 @@
-"""Settings for the test suite: fast hashing, a stub broker, whatever database DATABASE_URL names."""
+"""Test suite: fast hashing, a stub broker, whatever database DATABASE_URL names."""
 
 from .base import *  # noqa: F403
 
-SECRET_KEY = "test-only-secret-key"  # noqa: S105
+SECRET_KEY = "test-only-secret-key"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
@@ -26,3 +26,4 @@ DRAMATIQ_BROKER = {
     ],
 }
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (WhiteNoise warns when it is missing)

@@ -58,10 +58,30 @@ class OutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = Output
         fields = [
-            "id", "source", "external_id", "model_name", "model_version", "input", "output_text",
-            "confidence", "metadata", "tags", "priority", "status", "queue", "routing_rule",
-            "routing_reason", "reviews_done", "resolution", "resolved_by", "final_output",
-            "resolved_at", "escalated_at", "is_gold", "created_at", "updated_at",
+            "id",
+            "source",
+            "external_id",
+            "model_name",
+            "model_version",
+            "input",
+            "output_text",
+            "confidence",
+            "metadata",
+            "tags",
+            "priority",
+            "status",
+            "queue",
+            "routing_rule",
+            "routing_reason",
+            "reviews_done",
+            "resolution",
+            "resolved_by",
+            "final_output",
+            "resolved_at",
+            "escalated_at",
+            "is_gold",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = fields
 
@@ -90,8 +110,18 @@ class ReviewItemSerializer(serializers.ModelSerializer):
     class Meta:
         model = Output
         fields = [
-            "id", "source", "external_id", "model_name", "model_version", "input", "output_text",
-            "confidence", "metadata", "tags", "priority", "created_at",
+            "id",
+            "source",
+            "external_id",
+            "model_name",
+            "model_version",
+            "input",
+            "output_text",
+            "confidence",
+            "metadata",
+            "tags",
+            "priority",
+            "created_at",
         ]
         read_only_fields = fields
 
@@ -119,7 +149,9 @@ class ClaimSerializer(serializers.Serializer):
 
 class QueueSerializer(serializers.ModelSerializer):
     guidelines = serializers.CharField(
-        write_only=True, required=False, allow_blank=True,
+        write_only=True,
+        required=False,
+        allow_blank=True,
         help_text="Markdown; a changed text publishes a new guideline version.",
     )
     guidelines_version = serializers.SerializerMethodField()
@@ -127,8 +159,18 @@ class QueueSerializer(serializers.ModelSerializer):
     class Meta:
         model = Queue
         fields = [
-            "id", "name", "description", "kind", "role", "required_reviews", "lease_seconds",
-            "gold_rate", "is_active", "guidelines", "guidelines_version", "created_at",
+            "id",
+            "name",
+            "description",
+            "kind",
+            "role",
+            "required_reviews",
+            "lease_seconds",
+            "gold_rate",
+            "is_active",
+            "guidelines",
+            "guidelines_version",
+            "created_at",
         ]
         read_only_fields = ["id", "kind", "created_at", "guidelines_version"]
 
@@ -167,8 +209,9 @@ class AgreementSerializer(serializers.Serializer):
 class ReviewInSerializer(serializers.Serializer):
     lease = serializers.UUIDField()
     decision = serializers.ChoiceField(choices=Review.Decision.choices)
-    corrected_output = serializers.CharField(required=False, allow_blank=True, default="",
-                                             trim_whitespace=False)
+    corrected_output = serializers.CharField(
+        required=False, allow_blank=True, default="", trim_whitespace=False
+    )
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
     comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=5000)
 
@@ -181,9 +224,20 @@ class ReviewSerializer(serializers.ModelSerializer):
     class Meta:
         model = Review
         fields = [
-            "id", "output", "reviewer", "queue", "stage", "decision", "original_output",
-            "corrected_output", "diff", "reason", "comment", "guideline_version",
-            "agrees_with_gold", "created_at",
+            "id",
+            "output",
+            "reviewer",
+            "queue",
+            "stage",
+            "decision",
+            "original_output",
+            "corrected_output",
+            "diff",
+            "reason",
+            "comment",
+            "guideline_version",
+            "agrees_with_gold",
+            "created_at",
         ]
         read_only_fields = fields
 
@@ -203,9 +257,21 @@ class RoutingRuleSerializer(serializers.ModelSerializer):
     class Meta:
         model = RoutingRule
         fields = [
-            "id", "name", "position", "is_active", "action", "queue", "confidence_below", "tag",
-            "metadata_key", "metadata_value", "model_name", "source", "sample_rate",
-            "priority_boost", "created_at",
+            "id",
+            "name",
+            "position",
+            "is_active",
+            "action",
+            "queue",
+            "confidence_below",
+            "tag",
+            "metadata_key",
+            "metadata_value",
+            "model_name",
+            "source",
+            "sample_rate",
+            "priority_boost",
+            "created_at",
         ]
         read_only_fields = ["id", "created_at"]
 
@@ -214,8 +280,15 @@ class AuditEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditEvent
         fields = [
-            "seq", "created_at", "actor_name", "action", "object_type", "object_id", "payload",
-            "prev_hash", "hash",
+            "seq",
+            "created_at",
+            "actor_name",
+            "action",
+            "object_type",
+            "object_id",
+            "payload",
+            "prev_hash",
+            "hash",
         ]
         read_only_fields = fields
 

@@ -16,9 +16,7 @@ urlpatterns = [
     path("leases/<uuid:pk>/release/", views.LeaseReleaseApi.as_view(), name="api-lease-release"),
     path("reviews/", views.ReviewListCreateApi.as_view(), name="api-reviews"),
     path("routing-rules/", views.RoutingRuleListCreateApi.as_view(), name="api-routing-rules"),
-    path(
-        "routing-rules/<int:pk>/", views.RoutingRuleDetailApi.as_view(), name="api-routing-rule"
-    ),
+    path("routing-rules/<int:pk>/", views.RoutingRuleDetailApi.as_view(), name="api-routing-rule"),
     path("audit/", views.AuditListApi.as_view(), name="api-audit"),
     path("audit/verify/", views.AuditVerifyApi.as_view(), name="api-audit-verify"),
 ]

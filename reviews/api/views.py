@@ -52,7 +52,7 @@ class OutputFilter(django_filters.FilterSet):
 
 
 class OutputListCreateApi(generics.ListAPIView):
-    """List outputs (overseers) or ingest one output / a list of up to 1,000 (ml_engineer, admin)."""
+    """List outputs (overseers); ingest one or a list of up to 1,000 (ml_engineer, admin)."""
 
     serializer_class = OutputSerializer
     filterset_class = OutputFilter
@@ -63,9 +63,11 @@ class OutputListCreateApi(generics.ListAPIView):
         return [roles_allowed(*selectors.OVERSEERS)()]
 
     def get_queryset(self):
-        return selectors.outputs_visible_to(user=self.request.user).select_related(
-            "queue", "routing_rule"
-        ).order_by("-id")
+        return (
+            selectors.outputs_visible_to(user=self.request.user)
+            .select_related("queue", "routing_rule")
+            .order_by("-id")
+        )
 
     @extend_schema(
         request=OutputInSerializer(many=True),
@@ -199,8 +201,13 @@ class QueueClaimApi(APIView):
 
     permission_classes = [roles_allowed(*WORKERS)]
 
-    @extend_schema(request=None, responses={200: ClaimSerializer, 204: OpenApiResponse(
-        description="Nothing left in this queue for you.")})
+    @extend_schema(
+        request=None,
+        responses={
+            200: ClaimSerializer,
+            204: OpenApiResponse(description="Nothing left in this queue for you."),
+        },
+    )
     def post(self, request: Request, pk: int) -> Response:
         queue = Queue.objects.filter(pk=pk).first()
         if queue is None:
@@ -353,7 +360,4 @@ class AuditVerifyApi(APIView):
             return Response(
                 {"ok": False, "events": None, "broken_at": broken.seq, "detail": broken.message}
             )
-        return Response(
-            {"ok": True, "events": count, "broken_at": None, "detail": "chain intact"}
-        )
-
+        return Response({"ok": True, "events": count, "broken_at": None, "detail": "chain intact"})

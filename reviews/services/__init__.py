@@ -1,4 +1,4 @@
-"""Every write of the review loop. Import from here: `from reviews.services import review_submit`."""
+"""Every write of the review loop: `from reviews.services import review_submit`."""
 
 from .audit import audit_append, audit_verify
 from .decisions import output_mark_gold, review_submit

@@ -133,7 +133,9 @@ def audit_verify() -> int:
                 expected_seq, f"event #{expected_seq} is missing (next found is #{event.seq})"
             )
         if event.prev_hash != expected_prev:
-            raise AuditChainBroken(event.seq, f"event #{event.seq} does not link to its predecessor")
+            raise AuditChainBroken(
+                event.seq, f"event #{event.seq} does not link to its predecessor"
+            )
         recomputed = event_hash(
             prev_hash=event.prev_hash,
             seq=event.seq,

@@ -90,7 +90,7 @@ def review_submit(
     if not can_work_queue(user, lease.queue):
         raise PermissionRefused(f"You may not work the queue '{lease.queue.name}'.")
     # Locked: the lease check above and the resolution below must see the same item state.
-    output = Output.objects.select_for_update().get(pk=lease.output_id)
+    output = Output.objects.select_for_update(no_key=True).get(pk=lease.output_id)
     stage = _stage_for(lease, output)
     _validate(
         decision=decision,
@@ -110,7 +110,9 @@ def review_submit(
         decision=decision,
         original_output=output.output_text,
         corrected_output=corrected_output if decision == Decision.CORRECT else "",
-        diff=word_diff(output.output_text, corrected_output) if decision == Decision.CORRECT else [],
+        diff=word_diff(output.output_text, corrected_output)
+        if decision == Decision.CORRECT
+        else [],
         reason=reason,
         comment=comment,
         agrees_with_gold=_agrees_with_gold(output, decision)
@@ -159,12 +161,9 @@ def _stage_for(lease: Lease, output: Output) -> str:
 
 
 def _agrees_with_gold(output: Output, decision: str) -> bool:
-    expected = RESOLUTION_TO_DECISION.get(output.resolution)
-    if decision != expected:
-        return False
     # Wording differs between people: a correction of an item whose key is a correction agrees,
     # whatever its words; the texts stay side by side on the review for leads to read.
-    return True
+    return decision == RESOLUTION_TO_DECISION.get(output.resolution)
 
 
 def _settle(output: Output, *, actor: AbstractBaseUser) -> None:
@@ -234,13 +233,11 @@ def output_mark_gold(*, output: Output, user: AbstractBaseUser, is_gold: bool = 
     """A lead marks a human-resolved item as gold: its answer becomes the key for checks."""
     if not has_role(user, Role.LEAD, Role.ADMIN):
         raise PermissionRefused("Only leads mark gold items.")
-    output = Output.objects.select_for_update().get(pk=output.pk)
+    output = Output.objects.select_for_update(no_key=True).get(pk=output.pk)
     if is_gold and (
         output.status != Status.RESOLVED or output.resolved_by == Output.ResolvedBy.ROUTING
     ):
-        raise ValidationFailed(
-            "Only items resolved by people can be gold.", field="output"
-        )
+        raise ValidationFailed("Only items resolved by people can be gold.", field="output")
     Output.objects.filter(pk=output.pk).update(is_gold=is_gold)
     output.is_gold = is_gold
     audit_append(

@@ -157,7 +157,14 @@ def queue_claim_next(
 
 def _held_lease(lease_id: uuid.UUID | str, user: AbstractBaseUser) -> Lease:
     """Lock and return the caller's live lease, or raise why they do not hold one."""
-    lease = Lease.objects.select_for_update().select_related("queue").filter(pk=lease_id).first()
+    # of=self and no_key: a plain FOR UPDATE (or one on the joined queue row) conflicts with the
+    # foreign-key checks of concurrent claims and deadlocks; FOR NO KEY UPDATE does not.
+    lease = (
+        Lease.objects.select_for_update(of=("self",), no_key=True)
+        .select_related("queue")
+        .filter(pk=lease_id)
+        .first()
+    )
     if lease is None:
         raise NotFound("No such lease.")
     if lease.reviewer_id != user.pk:

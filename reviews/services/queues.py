@@ -12,11 +12,30 @@ from ..models import GuidelineVersion, Queue, Role, RoutingRule
 from ..roles import has_role
 from .audit import audit_append
 
-QUEUE_FIELDS = {"name", "description", "role", "required_reviews", "lease_seconds", "gold_rate",
-                "is_active"}
-RULE_FIELDS = {"name", "position", "is_active", "action", "queue", "confidence_below", "tag",
-               "metadata_key", "metadata_value", "model_name", "source", "sample_rate",
-               "priority_boost"}
+QUEUE_FIELDS = {
+    "name",
+    "description",
+    "role",
+    "required_reviews",
+    "lease_seconds",
+    "gold_rate",
+    "is_active",
+}
+RULE_FIELDS = {
+    "name",
+    "position",
+    "is_active",
+    "action",
+    "queue",
+    "confidence_below",
+    "tag",
+    "metadata_key",
+    "metadata_value",
+    "model_name",
+    "source",
+    "sample_rate",
+    "priority_boost",
+}
 
 
 def _require_manager(user: AbstractBaseUser) -> None:
@@ -41,7 +60,10 @@ def _snapshot(instance: Any, fields: set[str]) -> dict[str, Any]:
 
 @transaction.atomic
 def queue_save(
-    *, user: AbstractBaseUser, queue: Queue | None = None, guidelines: str | None = None,
+    *,
+    user: AbstractBaseUser,
+    queue: Queue | None = None,
+    guidelines: str | None = None,
     **values: Any,
 ) -> Queue:
     """Create (queue=None) or change a queue; new guidelines text publishes a new version."""
@@ -53,7 +75,7 @@ def queue_save(
     if queue is None:
         queue = Queue()
     else:
-        queue = Queue.objects.select_for_update().get(pk=queue.pk)
+        queue = Queue.objects.select_for_update(no_key=True).get(pk=queue.pk)
     before = {} if creating else _snapshot(queue, QUEUE_FIELDS)
     for key, value in values.items():
         setattr(queue, key, value)
@@ -82,7 +104,7 @@ def guidelines_publish(*, queue: Queue, user: AbstractBaseUser, text: str) -> Gu
     if "\x00" in text:
         raise ValidationFailed("guidelines: contains a NUL character", field="guidelines")
     # Locked so that two editors cannot both publish "version n + 1".
-    Queue.objects.select_for_update().get(pk=queue.pk)
+    Queue.objects.select_for_update(no_key=True).get(pk=queue.pk)
     current = GuidelineVersion.objects.filter(queue=queue).order_by("-version").first()
     if current is not None and current.text == text:
         return current
@@ -108,7 +130,11 @@ def routing_rule_save(
     if unknown:
         raise ValidationFailed(f"{sorted(unknown)[0]}: unknown field", field=sorted(unknown)[0])
     creating = rule is None
-    rule = RoutingRule() if rule is None else RoutingRule.objects.select_for_update().get(pk=rule.pk)
+    rule = (
+        RoutingRule()
+        if rule is None
+        else RoutingRule.objects.select_for_update(no_key=True).get(pk=rule.pk)
+    )
     before = {} if creating else _snapshot(rule, RULE_FIELDS)
     for key, value in values.items():
         setattr(rule, key, value)

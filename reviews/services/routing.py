@@ -93,9 +93,9 @@ class Router:
     def __init__(self, rules: Sequence[RoutingRule] | None = None):
         if rules is None:
             rules = list(
-                RoutingRule.objects.filter(is_active=True).select_related("queue").order_by(
-                    "position", "id"
-                )
+                RoutingRule.objects.filter(is_active=True)
+                .select_related("queue")
+                .order_by("position", "id")
             )
         self.rules = rules
         self._default: Queue | None = None

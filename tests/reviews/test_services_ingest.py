@@ -100,18 +100,30 @@ class TestRouting:
     @pytest.fixture
     def rules(self, personas, queues):
         admin = personas["admin"]
-        routing_rule_save(user=admin, name="flag", position=1, tag="complaint",
-                          queue=queues["flags"])
-        routing_rule_save(user=admin, name="vip", position=2, metadata_key="tier",
-                          metadata_value="vip", queue=queues["flags"], priority_boost=10)
-        routing_rule_save(user=admin, name="other model", position=3, model_name="gpt-x",
-                          queue=queues["gpt"])
-        routing_rule_save(user=admin, name="low", position=4, confidence_below=0.6,
-                          queue=queues["low"])
-        routing_rule_save(user=admin, name="audit", position=5, sample_rate=0.25,
-                          queue=queues["audit"])
-        routing_rule_save(user=admin, name="accept", position=6,
-                          action=RoutingRule.Action.AUTO_ACCEPT)
+        routing_rule_save(
+            user=admin, name="flag", position=1, tag="complaint", queue=queues["flags"]
+        )
+        routing_rule_save(
+            user=admin,
+            name="vip",
+            position=2,
+            metadata_key="tier",
+            metadata_value="vip",
+            queue=queues["flags"],
+            priority_boost=10,
+        )
+        routing_rule_save(
+            user=admin, name="other model", position=3, model_name="gpt-x", queue=queues["gpt"]
+        )
+        routing_rule_save(
+            user=admin, name="low", position=4, confidence_below=0.6, queue=queues["low"]
+        )
+        routing_rule_save(
+            user=admin, name="audit", position=5, sample_rate=0.25, queue=queues["audit"]
+        )
+        routing_rule_save(
+            user=admin, name="accept", position=6, action=RoutingRule.Action.AUTO_ACCEPT
+        )
 
     def route(self, **overrides):
         return outputs_ingest(payload=output_payload(**overrides), actor=None).outputs[0]

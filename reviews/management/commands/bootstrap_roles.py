@@ -34,7 +34,9 @@ class Command(BaseCommand):
                 wanted.append(perm)
             group.permissions.set(wanted)
             verb = "created" if created else "updated"
-            self.stdout.write(f"{verb} role {role}: {len(wanted)} permissions")
+            if options["verbosity"] > 0:
+                self.stdout.write(f"{verb} role {role}: {len(wanted)} permissions")
         default_queue()
         escalation_queue()
-        self.stdout.write(self.style.SUCCESS("roles and default queues ready"))
+        if options["verbosity"] > 0:
+            self.stdout.write(self.style.SUCCESS("roles and default queues ready"))

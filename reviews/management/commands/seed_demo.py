@@ -31,8 +31,8 @@ GUIDELINES = """# Harbor Mutual support answers
 - **Reject** when the answer cannot be salvaged (wrong topic, unsafe, leaks personal data).
 - **Escalate** when you are not sure what the policy says.
 
-Facts to check: collision deductible $500 on standard policies; claims paid in 5–10 business
-days; towing up to 15 miles; payment date movable once per term (1st–28th).
+Facts to check: collision deductible $500 on standard policies; claims paid in 5-10 business
+days; towing up to 15 miles; payment date movable once per term (1st-28th).
 """
 
 QUEUES = [

@@ -11,5 +11,7 @@ class Command(BaseCommand):
         try:
             count = audit_verify()
         except AuditChainBroken as broken:
-            raise CommandError(f"audit chain BROKEN at event #{broken.seq}: {broken.message}")
+            raise CommandError(
+                f"audit chain BROKEN at event #{broken.seq}: {broken.message}"
+            ) from None
         self.stdout.write(self.style.SUCCESS(f"audit chain intact: {count} events verified"))
