@@ -134,6 +134,8 @@ class QueueListCreateApi(generics.ListAPIView):
         return [roles_allowed(*ANY_ROLE)()]
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Queue.objects.none()
         return selectors.queues_for(user=self.request.user)
 
     def get_serializer_context(self):
@@ -267,6 +269,8 @@ class ReviewListCreateApi(generics.ListAPIView):
         return [roles_allowed(*ANY_ROLE)()]
 
     def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return Review.objects.none()
         return selectors.reviews_visible_to(user=self.request.user).order_by("-id")
 
     @extend_schema(request=ReviewInSerializer, responses={201: ReviewSerializer})
