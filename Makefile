@@ -7,7 +7,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup demo test test-sqlite test-postgres lint format serve clean
+.PHONY: setup demo test test-sqlite test-postgres browser lint format clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -32,7 +32,18 @@ demo: setup
 
 test: test-sqlite test-postgres
 
-test-sqlite: setup
+# Browser tests drive Debian's Chromium (never a downloaded browser). Installed when missing;
+# where it cannot be, the browser tests fail loudly rather than skip.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Chromium for the browser tests"; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+				|| echo "WARNING: could not install Chromium: the browser tests will fail"; \
+		else echo "WARNING: no apt-get: put Chromium at /usr/bin/chromium or the browser tests fail"; fi; \
+	fi
+
+test-sqlite: setup browser
 	env -u DATABASE_URL $(PY) -m pytest
 
 # Runs the suite again on PostgreSQL when one answers (DATABASE_URL, or the local one).

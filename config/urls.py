@@ -8,5 +8,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include("reviews.api.urls")),
+    path("api/", include("datasets_app.api.urls")),
+    path("api/", include("training_app.api.urls")),
+    path("datasets/", include("datasets_app.urls")),
+    path("training/", include("training_app.urls")),
     path("", include("reviews.urls")),
 ]

@@ -169,8 +169,9 @@ class Output(models.Model):
     # Allowed status moves; enforced by services.outputs.output_transition.
     TRANSITIONS = {
         Status.PENDING: {Status.RESOLVED, Status.ESCALATED},
-        Status.ESCALATED: {Status.RESOLVED},
-        Status.RESOLVED: set(),
+        Status.ESCALATED: {Status.RESOLVED, Status.PENDING},
+        # Back out of resolution only by undoing the deciding review, before any dataset uses it.
+        Status.RESOLVED: {Status.PENDING, Status.ESCALATED},
         Status.AUTO_ACCEPTED: set(),
     }
     CLAIMABLE = (Status.PENDING, Status.ESCALATED)
@@ -215,6 +216,11 @@ class Output(models.Model):
     resolved_at = models.DateTimeField(null=True, blank=True)
     escalated_at = models.DateTimeField(null=True, blank=True)
     is_gold = models.BooleanField(default=False)
+    locked_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when a dataset version uses this output: its reviews can no longer be undone.",
+    )
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -337,13 +343,20 @@ class Review(models.Model):
     reason = models.TextField(blank=True)
     comment = models.TextField(blank=True)
     agrees_with_gold = models.BooleanField(null=True, blank=True)
+    undone_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="The reviewer took this decision back; kept for the record.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["output", "reviewer", "stage"], name="review_once_per_reviewer_and_stage"
+                fields=["output", "reviewer", "stage"],
+                condition=Q(undone_at__isnull=True),
+                name="review_once_per_reviewer_and_stage",
             ),
             models.CheckConstraint(
                 condition=~Q(decision="correct") | ~Q(corrected_output=""),

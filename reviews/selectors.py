@@ -111,7 +111,7 @@ def queue_agreement(*, queue: Queue) -> Agreement:
     Reviewers differ from item to item, so "rater A" is whoever reviewed first and "rater B"
     whoever reviewed second: the usual reading of Cohen's kappa for rotating reviewers."""
     rows = (
-        Review.objects.filter(queue=queue, stage=Review.Stage.REVIEW)
+        Review.objects.filter(queue=queue, stage=Review.Stage.REVIEW, undone_at__isnull=True)
         .order_by("output_id", "created_at", "id")
         .values_list("output_id", "decision")
     )
@@ -128,7 +128,7 @@ def queue_agreement(*, queue: Queue) -> Agreement:
 
 def gold_agreement(*, queue: Queue | None = None) -> list[dict]:
     """Per reviewer: gold checks answered and how many matched the key."""
-    checks = Review.objects.filter(stage=Review.Stage.GOLD)
+    checks = Review.objects.filter(stage=Review.Stage.GOLD, undone_at__isnull=True)
     if queue is not None:
         checks = checks.filter(queue=queue)
     rows = (

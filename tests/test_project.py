@@ -27,18 +27,32 @@ def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
     env.pop("DATABASE_URL", None)
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
 def test_production_settings_refuse_to_start_without_a_secret(tmp_path):
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production",
-           "ALLOWED_HOSTS": "x", "SIGNOFF_VAR_DIR": str(tmp_path)}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.production",
+        "ALLOWED_HOSTS": "x",
+        "SIGNOFF_VAR_DIR": str(tmp_path),
+    }
     env.pop("SECRET_KEY", None)
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
 
@@ -46,14 +60,23 @@ def test_production_settings_refuse_to_start_without_a_secret(tmp_path):
 @pytest.mark.django_db
 def test_bootstrap_roles_is_idempotent():
     call_command("bootstrap_roles", verbosity=0)
-    first = {g.name: set(g.permissions.values_list("codename", flat=True))
-             for g in Group.objects.all()}
+    first = {
+        g.name: set(g.permissions.values_list("codename", flat=True)) for g in Group.objects.all()
+    }
     call_command("bootstrap_roles", verbosity=0)
-    second = {g.name: set(g.permissions.values_list("codename", flat=True))
-              for g in Group.objects.all()}
+    second = {
+        g.name: set(g.permissions.values_list("codename", flat=True)) for g in Group.objects.all()
+    }
     assert first == second
-    assert set(first) == {"reviewer", "lead", "ml_engineer", "approver", "deployer", "auditor",
-                          "admin"}
+    assert set(first) == {
+        "reviewer",
+        "lead",
+        "ml_engineer",
+        "approver",
+        "deployer",
+        "auditor",
+        "admin",
+    }
     assert "view_audit_log" in first["auditor"] and "work_queue" not in first["auditor"]
     assert Queue.objects.filter(kind="escalation").count() == 1
 

@@ -168,7 +168,11 @@ def _agrees_with_gold(output: Output, decision: str) -> bool:
 
 def _settle(output: Output, *, actor: AbstractBaseUser) -> None:
     """All required reviews are in: resolve on consensus, escalate on disagreement."""
-    reviews = list(output.reviews.filter(stage=Review.Stage.REVIEW).order_by("created_at", "id"))
+    reviews = list(
+        output.reviews.filter(stage=Review.Stage.REVIEW, undone_at__isnull=True).order_by(
+            "created_at", "id"
+        )
+    )
     decisions = {r.decision for r in reviews}
     if len(decisions) > 1:
         summary = ", ".join(sorted(r.decision for r in reviews))

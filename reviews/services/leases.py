@@ -30,7 +30,8 @@ WHERE id = (
     WHERE {{scope}}
       AND (o.lease_expires_at IS NULL OR o.lease_expires_at < now())
       AND NOT EXISTS (
-          SELECT 1 FROM {REVIEW_TABLE} r WHERE r.output_id = o.id AND r.reviewer_id = %(user)s)
+          SELECT 1 FROM {REVIEW_TABLE} r
+          WHERE r.output_id = o.id AND r.reviewer_id = %(user)s AND r.undone_at IS NULL)
     ORDER BY o.priority DESC, o.created_at, o.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED)
@@ -46,7 +47,8 @@ WHERE id = (
     WHERE {{scope}}
       AND (o.lease_expires_at IS NULL OR o.lease_expires_at < %(now)s)
       AND NOT EXISTS (
-          SELECT 1 FROM {REVIEW_TABLE} r WHERE r.output_id = o.id AND r.reviewer_id = %(user)s)
+          SELECT 1 FROM {REVIEW_TABLE} r
+          WHERE r.output_id = o.id AND r.reviewer_id = %(user)s AND r.undone_at IS NULL)
     ORDER BY o.priority DESC, o.created_at, o.id
     LIMIT 1)
 RETURNING id
@@ -105,7 +107,7 @@ def _claim_gold(queue: Queue, user: AbstractBaseUser) -> Lease | None:
     same gold item at once; it is never changed by their answers."""
     gold = (
         Output.objects.filter(queue=queue, is_gold=True)
-        .exclude(reviews__reviewer=user)
+        .exclude(reviews__reviewer=user, reviews__undone_at__isnull=True)
         .order_by("?")
         .first()
     )
