@@ -219,7 +219,7 @@ class Output(models.Model):
     locked_at = models.DateTimeField(
         null=True,
         blank=True,
-        help_text="Set when a dataset version uses this output: its reviews can no longer be undone.",
+        help_text="Set once a dataset version uses it; its reviews cannot be undone then.",
     )
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
