@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
             name="locked_at",
             field=models.DateTimeField(
                 blank=True,
-                help_text="Set when a dataset version uses this output: its reviews can no longer be undone.",
+                help_text="Set once a dataset version uses it; its reviews cannot be undone then.",
                 null=True,
             ),
         ),
