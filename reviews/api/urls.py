@@ -15,6 +15,7 @@ urlpatterns = [
     path("leases/<uuid:pk>/renew/", views.LeaseRenewApi.as_view(), name="api-lease-renew"),
     path("leases/<uuid:pk>/release/", views.LeaseReleaseApi.as_view(), name="api-lease-release"),
     path("reviews/", views.ReviewListCreateApi.as_view(), name="api-reviews"),
+    path("reviews/<int:pk>/undo/", views.ReviewUndoApi.as_view(), name="api-review-undo"),
     path("routing-rules/", views.RoutingRuleListCreateApi.as_view(), name="api-routing-rules"),
     path("routing-rules/<int:pk>/", views.RoutingRuleDetailApi.as_view(), name="api-routing-rule"),
     path("audit/", views.AuditListApi.as_view(), name="api-audit"),

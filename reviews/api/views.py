@@ -289,6 +289,24 @@ class ReviewListCreateApi(generics.ListAPIView):
         return Response(ReviewSerializer(review).data, status=status.HTTP_201_CREATED)
 
 
+class ReviewUndoApi(APIView):
+    """Take back your most recent decision; the item is leased back to you to decide again."""
+
+    permission_classes = [roles_allowed(*WORKERS)]
+
+    @extend_schema(request=None, responses=ClaimSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        lease = services.review_undo(review_id=pk, user=request.user)
+        guidelines = lease.queue.guideline_versions.order_by("-version").first()
+        return Response(
+            {
+                "lease": LeaseSerializer(lease).data,
+                "item": ReviewItemSerializer(lease.output).data,
+                "guidelines": GuidelineSerializer(guidelines).data if guidelines else None,
+            }
+        )
+
+
 class RoutingRuleListCreateApi(generics.ListAPIView):
     serializer_class = RoutingRuleSerializer
     queryset = RoutingRule.objects.select_related("queue").order_by("position", "id")

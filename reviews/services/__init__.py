@@ -6,6 +6,7 @@ from .ingest import IngestResult, outputs_ingest, validate_batch
 from .leases import lease_release, lease_renew, queue_claim_next
 from .queues import guidelines_publish, queue_save, routing_rule_delete, routing_rule_save
 from .routing import Router, default_queue, escalation_queue
+from .undo import review_undo
 
 __all__ = [
     "IngestResult",
@@ -22,6 +23,7 @@ __all__ = [
     "queue_claim_next",
     "queue_save",
     "review_submit",
+    "review_undo",
     "routing_rule_delete",
     "routing_rule_save",
     "validate_batch",

@@ -311,3 +311,15 @@ def test_schema_and_docs_are_served_without_a_cdn(client, personas):
     assert docs.status_code == 200
     html = docs.content.decode()
     assert "cdn" not in html.lower() and "/static/drf_spectacular_sidecar/" in html
+
+
+def test_undo_through_the_api(api, personas):
+    queue = QueueFactory(name="undo-api")
+    OutputFactory(queue=queue)
+    client = api(personas["reviewer"])
+    lease = client.post(f"/api/queues/{queue.pk}/claim/").data["lease"]["id"]
+    review = client.post("/api/reviews/", {"lease": lease, "decision": "approve"}).data
+    assert api(personas["reviewer2"]).post(f"/api/reviews/{review['id']}/undo/").status_code == 403
+    undone = client.post(f"/api/reviews/{review['id']}/undo/")
+    assert undone.status_code == 200 and undone.data["lease"]["id"] != lease
+    assert client.post(f"/api/reviews/{review['id']}/undo/").status_code == 409
