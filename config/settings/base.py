@@ -83,6 +83,7 @@ def database_config(url: str | None) -> dict:
         url = f"sqlite:///{VAR_DIR / 'signoff.sqlite3'}"
     config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["ENGINE"] = "config.sqlite_backend"
         config["CONN_MAX_AGE"] = 0
         config["OPTIONS"] = {
             # Writers take the lock up front, so two claimers never deadlock upgrading a read
@@ -168,10 +169,30 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
+        "dramatiq.middleware.CurrentMessage",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+# Fine-tuning (training_app). The training queue's worker runs one thread with prefetch 1
+# (config/dramatiq.py); a run is leased in the database and a sweeper takes back runs whose
+# heartbeat went stale.
+SIGNOFF_TRAINING = {
+    "MODELS_DIR": Path(os.environ.get("SIGNOFF_MODELS_DIR", VAR_DIR / "models")),
+    "RUNS_DIR": VAR_DIR / "training",
+    "DEFAULT_BASE_MODEL": "smollm2-135m-instruct",
+    # Dramatiq's 10-minute default would kill a run; this one bounds a runaway job.
+    "TIME_LIMIT_MS": int(float(os.environ.get("SIGNOFF_TRAINING_TIME_LIMIT_HOURS", 24)) * 3600e3),
+    "MAX_ATTEMPTS": int(os.environ.get("SIGNOFF_TRAINING_MAX_ATTEMPTS", 3)),
+    "HEARTBEAT_SECONDS": 10,
+    "STALE_AFTER_SECONDS": int(os.environ.get("SIGNOFF_TRAINING_STALE_SECONDS", 120)),
+    "PROGRESS_SECONDS": 2.0,
+    "LOG_LINES": 200,
+    "EVAL_GENERATION_SAMPLES": 16,
+    "EVAL_MAX_NEW_TOKENS": 80,
+    "DEVICE": os.environ.get("SIGNOFF_TRAINING_DEVICE", "auto"),
+}
 
 LOGGING = {
     "version": 1,

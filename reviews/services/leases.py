@@ -39,9 +39,11 @@ RETURNING id, now(), lease_expires_at
 """
 
 # SQLite: one conditional UPDATE inside a BEGIN IMMEDIATE transaction (writers are serialised
-# by the database, so the row chosen cannot be taken by anyone else before we write it).
+# by the database, so the row chosen cannot be taken by anyone else before we write it). It sets
+# only the expiry: pointing at a lease row that does not exist yet would make SQLite's deferred
+# foreign-key check scan the whole output table when that lease is inserted.
 _SQLITE_CLAIM = f"""
-UPDATE {OUTPUT_TABLE} SET lease_id = %(lease)s, lease_expires_at = %(expires)s
+UPDATE {OUTPUT_TABLE} SET lease_expires_at = %(expires)s
 WHERE id = (
     SELECT o.id FROM {OUTPUT_TABLE} o
     WHERE {{scope}}
@@ -79,14 +81,13 @@ def _as_datetime(value: object) -> datetime:
 def _claim_row(queue: Queue, user: AbstractBaseUser, lease_id: uuid.UUID):
     scope = _SCOPE_ESCALATED if queue.kind == Queue.Kind.ESCALATION else _SCOPE_QUEUE
     params: dict[str, object] = {
-        "lease": lease_id.hex if connection.vendor == "sqlite" else lease_id,
         "queue": queue.pk,
         "user": user.pk,
         "seconds": queue.lease_seconds,
     }
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_PG_CLAIM.format(scope=scope), params)
+            cursor.execute(_PG_CLAIM.format(scope=scope), {**params, "lease": lease_id})
             row = cursor.fetchone()
             if row is None:
                 return None
@@ -146,8 +147,9 @@ def queue_claim_next(
         if row is None:
             return None
         output_id, claimed_at, expires_at = row
-        # The output already points at this id; the foreign key is checked at commit.
-        return Lease.objects.create(
+        # On PostgreSQL the output already points at this id (the foreign key is checked at
+        # commit); on SQLite it is pointed at it once the lease row exists.
+        lease = Lease.objects.create(
             id=lease_id,
             output_id=output_id,
             queue=queue,
@@ -155,6 +157,9 @@ def queue_claim_next(
             claimed_at=_as_datetime(claimed_at),
             expires_at=_as_datetime(expires_at),
         )
+        if connection.vendor != "postgresql":
+            Output.objects.filter(pk=output_id).update(lease_id=lease_id)
+        return lease
 
 
 def _held_lease(lease_id: uuid.UUID | str, user: AbstractBaseUser) -> Lease:

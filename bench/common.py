@@ -1,0 +1,117 @@
+"""Shared runner for the benchmarks: a scratch database, timing helpers, and one JSON result
+file per run. Benchmarks are scripts, never part of `make test`."""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PG_ADMIN_URL = os.environ.get("BENCH_PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    p.add_argument("--quick", action="store_true", help="small sizes: a run of a few minutes")
+    return p
+
+
+def scratch_database(kind: str, name: str) -> str:
+    """Create an empty database for one benchmark and return its URL."""
+    if kind == "sqlite":
+        path = Path("/tmp") / f"{name}.sqlite3"
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        return f"sqlite:///{path}"
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def setup_django(database_url: str) -> None:
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.dev")
+    os.environ["LOG_LEVEL"] = "WARNING"
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    call_command("bootstrap_roles", verbosity=0)
+
+
+def percentile(samples: list[float], q: float) -> float:
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(samples_s: Iterable[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in samples_s]
+    return {
+        "n": len(ms),
+        "median_ms": round(statistics.median(ms), 3) if ms else None,
+        "p95_ms": round(percentile(ms, 95), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "max_ms": round(max(ms), 3) if ms else None,
+    }
+
+
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.done, self.started = total, label, 0, time.perf_counter()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        width = 30
+        filled = int(width * self.done / max(1, self.total))
+        rate = self.done / max(1e-9, time.perf_counter() - self.started)
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{self.done}/{self.total} ({rate:,.0f}/s)"
+        )
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def write_result(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    path = RESULTS / f"{name}-{stamp}.json"
+    result = {"benchmark": name, "machine": machine(), "when": stamp, **result}
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print(f"\nresult written to {path.relative_to(ROOT)}")
+    return path
+
+
+def verdict(value: float, target: float, *, lower_is_better: bool) -> str:
+    ok = value <= target if lower_is_better else value >= target
+    if ok:
+        return "MET"
+    ratio = value / target if lower_is_better else target / value
+    return f"MISSED by {ratio:.2f}x"
