@@ -77,7 +77,7 @@ def fill(queue_id: int, n: int, *, finished: bool, prefix: str) -> None:
             cursor.execute(sql, params)
         bar.advance(size)
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
+        cursor.execute("ANALYZE")
 
 
 def reviewer_loop(user_id: int, queue_id: int, claims: int, counter, out) -> None:
@@ -149,7 +149,9 @@ def run_round(queue_id: int, users: list[int], claims: int) -> dict:
         "seconds": round(elapsed, 2),
         "claims_per_s": round(len(claim_times) / elapsed, 1),
         "claim": summary_ms(claim_times),
-        "claim_and_decide": summary_ms([a + b for a, b in zip(claim_times, decide_times, strict=True)]),
+        "claim_and_decide": summary_ms(
+            [a + b for a, b in zip(claim_times, decide_times, strict=True)]
+        ),
         "locked_errors_reaching_user": locked,
         "other_errors": errors[:5],
     }
