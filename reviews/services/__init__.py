@@ -1,6 +1,6 @@
 """Every write of the review loop: `from reviews.services import review_submit`."""
 
-from .audit import audit_append, audit_verify
+from .audit import audit_append, audit_append_many, audit_verify
 from .decisions import output_mark_gold, review_submit
 from .ingest import IngestResult, outputs_ingest, validate_batch
 from .leases import lease_release, lease_renew, queue_claim_next
@@ -12,6 +12,7 @@ __all__ = [
     "IngestResult",
     "Router",
     "audit_append",
+    "audit_append_many",
     "audit_verify",
     "default_queue",
     "escalation_queue",

@@ -73,40 +73,65 @@ def audit_append(
 ) -> AuditEvent:
     """Append one event. Must run inside the transaction of the change it records, as late in
     it as possible: the head's row lock serialises appenders until that transaction ends."""
+    return audit_append_many(
+        actor=actor,
+        events=[
+            {
+                "action": action,
+                "object_type": object_type,
+                "object_id": object_id,
+                "payload": payload,
+            }
+        ],
+    )[0]
+
+
+def audit_append_many(
+    *, actor: AbstractBaseUser | None, events: list[dict[str, Any]]
+) -> list[AuditEvent]:
+    """Append several events of one change under a single lock of the head (each event is a
+    dict of action, object_type, object_id and payload)."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_append must run inside the transaction of the change")
-    # Round-trip through JSON so that what is hashed is exactly what the database returns.
-    clean_payload = json.loads(canonical_json(payload or {}))
     actor_id = actor.pk if actor is not None and actor.pk is not None else None
     actor_name = actor.get_username() if actor_id is not None else "system"
     head = _locked_head()
-    seq = head.seq + 1
-    created_at = timezone.now()
-    digest = event_hash(
-        prev_hash=head.hash,
-        seq=seq,
-        created_at=created_at,
-        actor_id=actor_id,
-        actor_name=actor_name,
-        action=action,
-        object_type=object_type,
-        object_id=str(object_id),
-        payload=clean_payload,
-    )
-    event = AuditEvent.objects.create(
-        seq=seq,
-        created_at=created_at,
-        actor_id=actor_id,
-        actor_name=actor_name,
-        action=action,
-        object_type=object_type,
-        object_id=str(object_id),
-        payload=clean_payload,
-        prev_hash=head.hash,
-        hash=digest,
-    )
-    AuditHead.objects.filter(pk=1).update(seq=seq, hash=digest)
-    return event
+    seq, prev_hash = head.seq, head.hash
+    rows = []
+    for spec in events:
+        seq += 1
+        # Round-trip through JSON so that what is hashed is exactly what the database returns.
+        payload = json.loads(canonical_json(spec.get("payload") or {}))
+        created_at = timezone.now()
+        digest = event_hash(
+            prev_hash=prev_hash,
+            seq=seq,
+            created_at=created_at,
+            actor_id=actor_id,
+            actor_name=actor_name,
+            action=spec["action"],
+            object_type=spec["object_type"],
+            object_id=str(spec["object_id"]),
+            payload=payload,
+        )
+        rows.append(
+            AuditEvent(
+                seq=seq,
+                created_at=created_at,
+                actor_id=actor_id,
+                actor_name=actor_name,
+                action=spec["action"],
+                object_type=spec["object_type"],
+                object_id=str(spec["object_id"]),
+                payload=payload,
+                prev_hash=prev_hash,
+                hash=digest,
+            )
+        )
+        prev_hash = digest
+    AuditEvent.objects.bulk_create(rows)
+    AuditHead.objects.filter(pk=1).update(seq=seq, hash=prev_hash)
+    return rows
 
 
 def _events_in_order(batch: int = 2000) -> Iterator[AuditEvent]:

@@ -10,10 +10,10 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..diffing import word_diff
-from ..errors import AlreadyResolved, PermissionRefused, ValidationFailed
+from ..errors import AlreadyResolved, LeaseLost, PermissionRefused, ValidationFailed
 from ..models import GuidelineVersion, Lease, Output, Review, Role
 from ..roles import can_work_queue, has_role
-from .audit import audit_append
+from .audit import audit_append, audit_append_many
 from .leases import _held_lease, lease_end
 
 Decision = Review.Decision
@@ -86,11 +86,13 @@ def review_submit(
     comment: str = "",
 ) -> Review:
     """Record a decision on the item the caller holds a live lease on (else LeaseLost → 409)."""
-    lease = _held_lease(lease_id, user)
+    lease = _held_lease(lease_id, user, check_output=False)
     if not can_work_queue(user, lease.queue):
         raise PermissionRefused(f"You may not work the queue '{lease.queue.name}'.")
     # Locked: the lease check above and the resolution below must see the same item state.
     output = Output.objects.select_for_update(no_key=True).get(pk=lease.output_id)
+    if not lease.is_gold and output.lease_id != lease.pk:
+        raise LeaseLost("Another reviewer has this item now.")
     stage = _stage_for(lease, output)
     _validate(
         decision=decision,
@@ -119,34 +121,35 @@ def review_submit(
         if stage == Review.Stage.GOLD
         else None,
     )
-    lease_end(lease, Lease.EndReason.SUBMITTED)
-    audit_append(
-        actor=user,
-        action="review.submitted",
-        object_type="output",
-        object_id=output.pk,
-        payload={
-            "review": review.pk,
-            "stage": stage,
-            "decision": decision,
-            "queue": lease.queue.name,
-            "guideline_version": review.guideline_version.version
-            if review.guideline_version
-            else None,
-            "corrected": bool(review.corrected_output),
-        },
-    )
+    events: list[dict[str, Any]] = [
+        {
+            "action": "review.submitted",
+            "object_type": "output",
+            "object_id": output.pk,
+            "payload": {
+                "review": review.pk,
+                "stage": stage,
+                "decision": decision,
+                "queue": lease.queue.name,
+                "guideline_version": review.guideline_version.version
+                if review.guideline_version
+                else None,
+                "corrected": bool(review.corrected_output),
+            },
+        }
+    ]
     if stage == Review.Stage.GOLD:
-        return review
-
-    Output.objects.filter(pk=output.pk).update(reviews_done=F("reviews_done") + 1)
-    output.reviews_done += 1
-    if stage == Review.Stage.LEAD:
-        _resolve(output, review, by=Output.ResolvedBy.LEAD, actor=user)
-    elif decision == Decision.ESCALATE:
-        _escalate(output, actor=user, why=f"escalated by a reviewer: {reason.strip()[:200]}")
-    elif output.reviews_done >= lease.queue.required_reviews:
-        _settle(output, actor=user)
+        lease_end(lease, Lease.EndReason.SUBMITTED)
+    else:
+        lease_end(lease, Lease.EndReason.SUBMITTED, reviews_done=F("reviews_done") + 1)
+        output.reviews_done += 1
+        if stage == Review.Stage.LEAD:
+            events.append(_resolve(output, review, by=Output.ResolvedBy.LEAD))
+        elif decision == Decision.ESCALATE:
+            events.append(_escalate(output, why=f"escalated by a reviewer: {reason.strip()[:200]}"))
+        elif output.reviews_done >= lease.queue.required_reviews:
+            events.append(_settle(output, review, required=lease.queue.required_reviews))
+    audit_append_many(actor=user, events=events)
     return review
 
 
@@ -166,8 +169,10 @@ def _agrees_with_gold(output: Output, decision: str) -> bool:
     return decision == RESOLUTION_TO_DECISION.get(output.resolution)
 
 
-def _settle(output: Output, *, actor: AbstractBaseUser) -> None:
+def _settle(output: Output, review: Review, *, required: int) -> dict[str, Any]:
     """All required reviews are in: resolve on consensus, escalate on disagreement."""
+    if required == 1:
+        return _resolve(output, review, by=Output.ResolvedBy.SINGLE)
     reviews = list(
         output.reviews.filter(stage=Review.Stage.REVIEW, undone_at__isnull=True).order_by(
             "created_at", "id"
@@ -176,15 +181,13 @@ def _settle(output: Output, *, actor: AbstractBaseUser) -> None:
     decisions = {r.decision for r in reviews}
     if len(decisions) > 1:
         summary = ", ".join(sorted(r.decision for r in reviews))
-        _escalate(output, actor=actor, why=f"reviewers disagreed ({summary})")
-        return
+        return _escalate(output, why=f"reviewers disagreed ({summary})")
     if Decision.CORRECT in decisions and not all(
         _same_text(r.corrected_output, reviews[0].corrected_output) for r in reviews
     ):
-        _escalate(output, actor=actor, why="reviewers corrected the output differently")
-        return
+        return _escalate(output, why="reviewers corrected the output differently")
     by = Output.ResolvedBy.SINGLE if len(reviews) == 1 else Output.ResolvedBy.CONSENSUS
-    _resolve(output, reviews[-1], by=by, actor=actor)
+    return _resolve(output, reviews[-1], by=by)
 
 
 def _transition(output: Output, to: str, **changes: Any) -> None:
@@ -201,7 +204,8 @@ def _transition(output: Output, to: str, **changes: Any) -> None:
         setattr(output, key, value)
 
 
-def _resolve(output: Output, review: Review, *, by: str, actor: AbstractBaseUser) -> None:
+def _resolve(output: Output, review: Review, *, by: str) -> dict[str, Any]:
+    """Resolve the output; return the audit event recording it."""
     resolution = DECISION_TO_RESOLUTION[Decision(review.decision)]
     final = review.corrected_output if resolution == Resolution.CORRECTED else output.output_text
     _transition(
@@ -212,24 +216,23 @@ def _resolve(output: Output, review: Review, *, by: str, actor: AbstractBaseUser
         final_output=final,
         resolved_at=timezone.now(),
     )
-    audit_append(
-        actor=actor,
-        action="output.resolved",
-        object_type="output",
-        object_id=output.pk,
-        payload={"resolution": resolution, "resolved_by": by, "reviews": output.reviews_done},
-    )
+    return {
+        "action": "output.resolved",
+        "object_type": "output",
+        "object_id": output.pk,
+        "payload": {"resolution": resolution, "resolved_by": by, "reviews": output.reviews_done},
+    }
 
 
-def _escalate(output: Output, *, actor: AbstractBaseUser, why: str) -> None:
+def _escalate(output: Output, *, why: str) -> dict[str, Any]:
+    """Send the output to the leads; return the audit event recording it."""
     _transition(output, Status.ESCALATED, escalated_at=timezone.now())
-    audit_append(
-        actor=actor,
-        action="output.escalated",
-        object_type="output",
-        object_id=output.pk,
-        payload={"why": why},
-    )
+    return {
+        "action": "output.escalated",
+        "object_type": "output",
+        "object_id": output.pk,
+        "payload": {"why": why},
+    }
 
 
 @transaction.atomic

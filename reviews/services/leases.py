@@ -162,8 +162,13 @@ def queue_claim_next(
         return lease
 
 
-def _held_lease(lease_id: uuid.UUID | str, user: AbstractBaseUser) -> Lease:
-    """Lock and return the caller's live lease, or raise why they do not hold one."""
+def _held_lease(
+    lease_id: uuid.UUID | str, user: AbstractBaseUser, *, check_output: bool = True
+) -> Lease:
+    """Lock and return the caller's live lease, or raise why they do not hold one.
+
+    check_output=False leaves checking that the output still points at this lease to a caller
+    that locks the output row anyway."""
     # of=self and no_key: a plain FOR UPDATE (or one on the joined queue row) conflicts with the
     # foreign-key checks of concurrent claims and deadlocks; FOR NO KEY UPDATE does not.
     lease = (
@@ -180,7 +185,7 @@ def _held_lease(lease_id: uuid.UUID | str, user: AbstractBaseUser) -> Lease:
         raise LeaseLost(f"This lease already ended ({lease.end_reason}).")
     if lease.expires_at <= db_now():
         raise LeaseLost("This lease expired; the item went back to the queue.")
-    if not lease.is_gold:
+    if check_output and not lease.is_gold:
         # An expired lease may have been taken over and, since, expired again: the output must
         # still point at this very lease.
         current = Output.objects.filter(pk=lease.output_id).values_list("lease_id", flat=True)
@@ -213,12 +218,13 @@ def lease_release(*, lease_id: uuid.UUID | str, user: AbstractBaseUser) -> Lease
     return lease
 
 
-def lease_end(lease: Lease, reason: str) -> None:
-    """Close the lease and free the output (caller holds the transaction and the row locks)."""
+def lease_end(lease: Lease, reason: str, **output_changes: object) -> None:
+    """Close the lease and free the output, applying `output_changes` in the same statement
+    (caller holds the transaction and the row locks)."""
     lease.ended_at = timezone.now()
     lease.end_reason = reason
     lease.save(update_fields=["ended_at", "end_reason"])
     if not lease.is_gold:
         Output.objects.filter(pk=lease.output_id, lease_id=lease.pk).update(
-            lease=None, lease_expires_at=None
+            lease=None, lease_expires_at=None, **output_changes
         )
