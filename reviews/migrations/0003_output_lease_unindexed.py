@@ -5,15 +5,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reviews', '0002_undo_and_dataset_lock'),
+        ("reviews", "0002_undo_and_dataset_lock"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='output',
-            name='lease',
-            field=models.ForeignKey(blank=True, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='reviews.lease'),
+            model_name="output",
+            name="lease",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="reviews.lease",
+            ),
         ),
     ]
