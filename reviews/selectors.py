@@ -149,3 +149,64 @@ def gold_agreement(*, queue: Queue | None = None) -> list[dict]:
 
 def roles_of(user: AbstractBaseUser) -> list[str]:
     return sorted(user_roles(user))
+
+
+# --- Reads for the reviewer workbench (reviews/views.py) ---
+
+import uuid  # noqa: E402  (imports of the appended section)
+
+from .models import GuidelineVersion, Lease  # noqa: E402
+
+
+def lease_held(*, user: AbstractBaseUser, queue: Queue) -> Lease | None:
+    """The caller's live lease in this queue, if any, with its item.
+
+    Reopening the workbench resumes it instead of claiming a second item, so a reload or an
+    undo never leaves an item locked away until its lease runs out."""
+    now = timezone.now()
+    leases = (
+        Lease.objects.select_related("output", "queue")
+        .filter(reviewer=user, queue=queue, ended_at__isnull=True, expires_at__gt=now)
+        .order_by("-claimed_at")
+    )
+    wanted = (
+        Output.Status.ESCALATED if queue.kind == Queue.Kind.ESCALATION else Output.Status.PENDING
+    )
+    for lease in leases[:3]:
+        if lease.is_gold:
+            return lease
+        # A lease can outlive its hold on the item: after it expired someone else may hold it,
+        # or the item may have been decided by others meanwhile.
+        if lease.output.lease_id == lease.pk and lease.output.status == wanted:
+            return lease
+    return None
+
+
+def guidelines_current(*, queue: Queue) -> GuidelineVersion | None:
+    return GuidelineVersion.objects.filter(queue=queue).order_by("-version").first()
+
+
+def reviews_for_lead(*, output: Output) -> list[Review]:
+    """Every standing review of an escalated item, for the lead who decides it.
+
+    Leads see them side by side; reviewers never get here (blind review), the workbench asks
+    only for items leased from the escalations queue."""
+    return list(
+        Review.objects.select_related("reviewer")
+        .filter(output=output, undone_at__isnull=True)
+        .exclude(stage=Review.Stage.GOLD)
+        .order_by("created_at", "id")
+    )
+
+
+def reviews_by(*, user: AbstractBaseUser, limit: int = 50) -> list[Review]:
+    """The user's own latest decisions, newest first ("My reviews")."""
+    return list(
+        Review.objects.select_related("queue", "output")
+        .filter(reviewer=user)
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def lease_with_item(*, lease_id: uuid.UUID) -> Lease | None:
+    return Lease.objects.select_related("output", "queue").filter(pk=lease_id).first()
