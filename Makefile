@@ -26,9 +26,10 @@ setup: $(STAMP)
 demo: setup
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo
+	$(PY) manage.py prepare_base_model
 	@echo
 	@echo "Signoff is running at http://$(HOST):$(PORT)/  (admin: /admin/, API docs: /api/docs/)"
-	$(PY) manage.py runserver $(HOST):$(PORT) --noreload
+	$(PY) manage.py run_demo $(HOST):$(PORT)
 
 test: test-sqlite test-postgres
 

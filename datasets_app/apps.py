@@ -5,4 +5,19 @@ class DatasetsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "datasets_app"
     verbose_name = "Datasets"
-    role_permissions: dict[str, list[str]] = {}
+    # Merged into the role groups by `manage.py bootstrap_roles`. Views check roles
+    # (datasets_app.selectors.BUILDERS / READERS); these permissions mirror them for the admin.
+    role_permissions: dict[str, list[str]] = {
+        "ml_engineer": [
+            "datasets_app.build_dataset",
+            "datasets_app.view_datasetversion",
+            "datasets_app.view_example",
+        ],
+        "admin": [
+            "datasets_app.build_dataset",
+            "datasets_app.view_datasetversion",
+            "datasets_app.view_example",
+        ],
+        "auditor": ["datasets_app.view_datasetversion", "datasets_app.view_example"],
+        "approver": ["datasets_app.view_datasetversion", "datasets_app.view_example"],
+    }

@@ -1,3 +1,11 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from . import views
+
+app_name = "datasets"
+
+urlpatterns = [
+    path("", views.version_list, name="list"),
+    path("new/", views.version_build, name="build"),
+    path("<int:pk>/", views.version_detail, name="detail"),
+]

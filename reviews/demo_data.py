@@ -152,8 +152,9 @@ COMPLAINT_WRONG = "Complaints are not accepted through this channel."
 NAMES = ["Maria Lopez", "James Chen", "Aisha Khan", "Tom Becker", "Priya Nair", "Lucas Silva"]
 
 
-def demo_outputs(count: int = 300, seed: int = 7) -> Iterator[dict[str, Any]]:
-    """Outputs as the ingest API takes them. About one in five answers is wrong."""
+def demo_items(count: int = 300, seed: int = 7) -> Iterator[tuple[dict[str, Any], str]]:
+    """(output as the ingest API takes it, the right answer in house style). About one in five
+    outputs is wrong; the right answer is what a demo reviewer corrects it to."""
     rng = random.Random(seed)
     for index in range(count):
         complaint = rng.random() < 0.06
@@ -172,7 +173,7 @@ def demo_outputs(count: int = 300, seed: int = 7) -> Iterator[dict[str, Any]]:
         confidence = round(rng.uniform(0.3, 0.7) if is_wrong else rng.uniform(0.55, 0.99), 3)
         channel = rng.choice(["chat", "chat", "email", "app"])
         tags = [topic] + (["complaint"] if complaint else [])
-        yield {
+        payload = {
             "external_id": f"hm-{seed}-{index:05d}",
             "source": "harbor-support",
             "model_name": "harbor-assistant",
@@ -187,3 +188,15 @@ def demo_outputs(count: int = 300, seed: int = 7) -> Iterator[dict[str, Any]]:
             "tags": tags,
             "priority": 5 if complaint else 0,
         }
+        yield payload, right
+
+
+def demo_outputs(count: int = 300, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """Outputs as the ingest API takes them. About one in five answers is wrong."""
+    for payload, _right in demo_items(count, seed):
+        yield payload
+
+
+def demo_right_answers(count: int = 300, seed: int = 7) -> dict[str, str]:
+    """external_id -> the answer a careful reviewer settles on (house style)."""
+    return {payload["external_id"]: right for payload, right in demo_items(count, seed)}

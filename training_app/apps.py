@@ -1,8 +1,31 @@
 from django.apps import AppConfig
 
+_VIEW = [
+    "training_app.view_basemodel",
+    "training_app.view_trainingrun",
+    "training_app.view_modelversion",
+    "training_app.view_evaluation",
+]
+
 
 class TrainingAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "training_app"
     verbose_name = "Training"
-    role_permissions: dict[str, list[str]] = {}
+    # Merged by `manage.py bootstrap_roles`. Launching is checked by role in the services too.
+    role_permissions: dict[str, list[str]] = {
+        "ml_engineer": [
+            *_VIEW,
+            "training_app.launch_training",
+            "training_app.evaluate_model_version",
+        ],
+        "approver": list(_VIEW),
+        "deployer": list(_VIEW),
+        "auditor": list(_VIEW),
+        "admin": [
+            *_VIEW,
+            "training_app.launch_training",
+            "training_app.evaluate_model_version",
+            "training_app.add_basemodel",
+        ],
+    }

@@ -155,6 +155,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several lifecycle models have a `status`; name each enum after its model.
+    "ENUM_NAME_OVERRIDES": {
+        "OutputStatusEnum": "reviews.models.Output.Status",
+        "DatasetVersionStatusEnum": "datasets_app.models.DatasetVersion.Status",
+        "TrainingRunStatusEnum": "training_app.models.TrainingRun.Status",
+        "ModelVersionStatusEnum": "training_app.models.ModelVersion.Status",
+        "EvaluationStatusEnum": "training_app.models.Evaluation.Status",
+    },
 }
 
 # Broker: REDIS_URL when given; `make demo` starts an embedded Redis and sets it.

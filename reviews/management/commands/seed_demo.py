@@ -7,9 +7,15 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from reviews.demo_data import demo_outputs
-from reviews.models import Queue, Role, RoutingRule
-from reviews.services import outputs_ingest, queue_save, routing_rule_save
+from reviews.demo_data import demo_outputs, demo_right_answers
+from reviews.models import Output, Queue, Role, RoutingRule
+from reviews.services import (
+    outputs_ingest,
+    queue_claim_next,
+    queue_save,
+    review_submit,
+    routing_rule_save,
+)
 
 DEMO_USERS = [
     ("reviewer", Role.REVIEWER),
@@ -58,8 +64,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--outputs", type=int, default=300)
+        parser.add_argument(
+            "--no-reviews", action="store_true", help="Leave the routed outputs unreviewed."
+        )
 
-    def handle(self, *args, outputs: int, **options):
+    def handle(self, *args, outputs: int, no_reviews: bool = False, **options):
         call_command("bootstrap_roles", verbosity=0, stdout=self.stdout)
         with transaction.atomic():
             admin = self._users()
@@ -70,6 +79,9 @@ class Command(BaseCommand):
             f"demo outputs: {result.created_count} new, "
             f"{len(batch) - result.created_count} already there"
         )
+        if not no_reviews:
+            approved, corrected = self._review(outputs)
+            self.stdout.write(f"demo reviews: {approved} approved, {corrected} corrected")
         self.stdout.write("\nDemo users (username / password):")
         for username, role in DEMO_USERS:
             self.stdout.write(f"  {username:<12} {demo_password(username):<24} {role.label}")
@@ -109,3 +121,30 @@ class Command(BaseCommand):
             if "queue" in values:
                 values["queue"] = Queue.objects.get(name=values["queue"])
             routing_rule_save(user=admin, name=name, position=position * 10, **values)
+
+    def _review(self, count: int) -> tuple[int, int]:
+        """The demo reviewers work every queue through the same services as the review page:
+        right answers are approved, wrong ones corrected to the house-style answer, so the
+        corrections become training data the base model has never seen."""
+        User = get_user_model()
+        right = demo_right_answers(count)
+        reviewers = [User.objects.get(username=name) for name in ("reviewer", "reviewer2")]
+        approved = corrected = 0
+        for queue in Queue.objects.filter(kind=Queue.Kind.REVIEW, is_active=True):
+            for reviewer in reviewers[: queue.required_reviews]:
+                while (lease := queue_claim_next(queue=queue, user=reviewer)) is not None:
+                    output = Output.objects.get(pk=lease.output_id)
+                    answer = right.get(output.external_id, output.output_text)
+                    if answer == output.output_text:
+                        review_submit(lease_id=lease.id, user=reviewer, decision="approve")
+                        approved += 1
+                    else:
+                        review_submit(
+                            lease_id=lease.id,
+                            user=reviewer,
+                            decision="correct",
+                            corrected_output=answer,
+                            comment="House style: direct answer first, then 'Next step:'.",
+                        )
+                        corrected += 1
+        return approved, corrected

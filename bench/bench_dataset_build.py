@@ -1,0 +1,265 @@
+"""Build one dataset version from N resolved outputs and print the time of each step.
+
+Runs against the database DATABASE_URL names, which it empties first, so the database's name
+must contain "bench" (create one: `createdb -h 127.0.0.1 -U postgres bench_datasets`). Without
+DATABASE_URL it uses a scratch SQLite file in /tmp.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_datasets \\
+        .venv/bin/python bench/bench_dataset_build.py --size 100000
+    .venv/bin/python bench/bench_dataset_build.py            # 2,000 outputs on SQLite
+
+The outputs are inserted with bulk_create (not timed): mostly distinct insurance-support
+questions, with ~4 % exact duplicates (differing in case and spaces), ~3 % near duplicates,
+~5 % carrying e-mail addresses or phone numbers, ~20 % corrected and ~15 % resolved by a
+consensus of two reviewers, plus 2 % rejected (negatives). The build is timed end to end: the
+sync that turns outputs into examples, loading candidates, every pipeline step, the manifest,
+and the one transaction that writes the version.
+"""
+
+import argparse
+import os
+import random
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGET_S = 10.0
+
+TOPICS = [
+    "my home insurance excess", "storm damage to the roof", "a cracked windscreen",
+    "adding a named driver", "travel cover for skiing", "a burst pipe in the kitchen",
+    "a stolen bicycle from the garden", "cancelling my policy", "changing my address",
+    "the no claims discount", "flood damage in the basement", "lost luggage at the airport",
+    "a dent from a car park", "legal cover for a dispute", "pet insurance for an older dog",
+]  # fmt: skip
+ASKS = [
+    "Can you tell me how", "I would like to know whether", "Please explain what happens with",
+    "Quick question about", "I need help understanding", "Could you check the rules for",
+]  # fmt: skip
+DETAILS = [
+    "the policy started in", "my renewal is due in", "I have been a customer since",
+    "the incident happened in", "the claim was opened in", "my premium went up in",
+]  # fmt: skip
+WORDS = [
+    "account",
+    "branch",
+    "broker",
+    "cover",
+    "claim",
+    "date",
+    "detail",
+    "document",
+    "email",
+    "excess",
+    "form",
+    "garage",
+    "invoice",
+    "letter",
+    "limit",
+    "notice",
+    "payment",
+    "phone",
+    "photo",
+    "premium",
+    "quote",
+    "receipt",
+    "repair",
+    "report",
+    "review",
+    "schedule",
+    "statement",
+    "survey",
+    "valuation",
+    "vehicle",
+    "window",
+]
+
+
+def question(rng: random.Random, n: int) -> str:
+    filler = " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 10)))
+    return (
+        f"{rng.choice(ASKS)} {rng.choice(TOPICS)}? {rng.choice(DETAILS)} "
+        f"{rng.randint(1990, 2026)} and my reference is {n}-{rng.randint(1000, 99999)}. "
+        f"Notes: {filler}."
+    )
+
+
+def answer(rng: random.Random, n: int) -> str:
+    filler = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 20)))
+    return f"Thanks for asking. For reference {n}: {filler}. Anything else I can help with?"
+
+
+def setup(url: str | None, *, reuse: bool) -> str:
+    if not url:
+        path = Path("/tmp/bench_datasets.sqlite3")
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+    name = url.rsplit("/", 1)[-1]
+    if "bench" not in name:
+        sys.exit(f"refusing to empty {name!r}: the database name must contain 'bench'")
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    if reuse:
+        # Keep the outputs; drop what a previous build made, so the next one starts alike.
+        from datasets_app.models import DatasetVersion, DatasetVersionExample, Example
+        from reviews.models import AuditEvent, AuditHead, Output
+
+        DatasetVersionExample.objects.all().delete()
+        DatasetVersion.objects.all().delete()
+        Example.objects.all().delete()
+        Output.objects.update(locked_at=None)
+        AuditEvent.objects.all().delete()
+        AuditHead.objects.all().delete()
+        return url
+    call_command("flush", interactive=False, verbosity=0)
+    call_command("bootstrap_roles", verbosity=0)
+    return url
+
+
+def fill(size: int, seed: int) -> tuple[object, float]:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.utils import timezone
+
+    from reviews.models import Output, Queue, Review
+
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    user_model = get_user_model()
+    engineer = user_model.objects.create_user("bench-engineer", password="x")
+    engineer.groups.add(Group.objects.get(name="ml_engineer"))
+    reviewers = [user_model.objects.create_user(f"bench-rev{i}", password="x") for i in range(5)]
+    queues = [Queue.objects.get_or_create(name=f"bench-{i}")[0] for i in range(3)]
+    now = timezone.now()
+    outputs, kinds = [], []
+    previous: list[tuple[str, str]] = []
+    for n in range(size):
+        roll = rng.random()
+        text = answer(rng, n)
+        if previous and roll < 0.04:
+            prompt, text = rng.choice(previous)  # exact dup, differing in case and spaces
+            prompt, text = prompt.upper().replace(" ", "  "), text.lower()
+        elif previous and roll < 0.07:
+            prompt = rng.choice(previous)[0] + " Thanks!"  # near dup
+        else:
+            prompt = question(rng, n)
+            if rng.random() < 0.05:
+                prompt += rng.choice(
+                    [
+                        f" Write to me at user{n}@example.com.",
+                        f" Call me on +44 20 7946 {n % 10000:04d}.",
+                    ]
+                )
+            previous.append((prompt, text))
+            if len(previous) > 500:
+                previous.pop(0)
+        roll = rng.random()
+        resolution = "corrected" if roll < 0.20 else "rejected" if roll < 0.22 else "approved"
+        by = "consensus" if rng.random() < 0.15 else "single"
+        final = text + " (corrected)" if resolution == "corrected" else text
+        outputs.append(
+            Output(
+                source="bench",
+                external_id=f"b-{n}",
+                model_name="bench-model",
+                model_version="v1",
+                input=[{"role": "user", "content": prompt}] if n % 2 else prompt,
+                output_text=text,
+                status=Output.Status.RESOLVED,
+                queue=queues[n % 3],
+                resolution=resolution,
+                resolved_by=by,
+                final_output="" if resolution == "rejected" else final,
+                resolved_at=now - timedelta(seconds=size - n),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        kinds.append((resolution, by))
+    Output.objects.bulk_create(outputs, batch_size=5000)
+    ids = list(Output.objects.order_by("id").values_list("id", flat=True))
+    decision = {"approved": "approve", "corrected": "correct", "rejected": "reject"}
+    reviews = []
+    for output_id, output, (resolution, by) in zip(ids, outputs, kinds, strict=True):
+        for reviewer in reviewers[: 2 if by == "consensus" else 1]:
+            reviews.append(
+                Review(
+                    output_id=output_id,
+                    reviewer=reviewer,
+                    queue=output.queue,
+                    decision=decision[resolution],
+                    original_output=output.output_text,
+                    corrected_output=output.final_output if resolution == "corrected" else "",
+                )
+            )
+    Review.objects.bulk_create(reviews, batch_size=5000)
+    return engineer, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=2000, help="resolved outputs (default 2000)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the outputs of the previous run (no insert)"
+    )
+    args = parser.parse_args()
+    url = setup(os.environ.get("DATABASE_URL"), reuse=args.reuse)
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from reviews.models import Output
+
+    if args.reuse:
+        engineer, fill_s = get_user_model().objects.get(username="bench-engineer"), 0.0
+        args.size = Output.objects.count()
+    else:
+        engineer, fill_s = fill(args.size, args.seed)
+    print(f"database: {connection.vendor} ({url.rsplit('/', 1)[-1]}); outputs: {args.size}")
+    print(f"insert outputs and reviews (not timed in the build): {fill_s:.2f} s")
+
+    from datasets_app import services
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    version = services.dataset_version_build(
+        user=engineer, name="bench", seed=args.seed, timings=timings
+    )
+    total = time.perf_counter() - started
+    print(f"{'step':<18}{'seconds':>9}")
+    for step, seconds in timings.items():
+        print(f"{step:<18}{seconds:>9.2f}")
+    print(f"{'other':<18}{total - sum(timings.values()):>9.2f}")
+    print(f"{'total':<18}{total:>9.2f}   (target < {TARGET_S:.0f} s: "
+          f"{'met' if total < TARGET_S else 'MISSED'})")  # fmt: skip
+    counts = version.counts
+    funnel = " -> ".join(f"{s['name']} {s['out']}" for s in counts["steps"])
+    print(f"funnel: candidates {counts['candidates']} -> {funnel}")
+    print(f"train {counts['train']}, eval {counts['eval']}, pii {counts['pii']}, "
+          f"negatives {counts['negatives_available']}")  # fmt: skip
+    print(f"manifest {version.manifest_hash}")
+
+    # A second build over the same outputs: examples already exist, so no sync cost.
+    timings = {}
+    started = time.perf_counter()
+    again = services.dataset_version_build(
+        user=engineer, name="bench", seed=args.seed, timings=timings
+    )
+    total = time.perf_counter() - started
+    steps = ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
+    print(f"second build (examples already synced): total {total:.2f} s ({steps})")
+    print(f"same manifest: {again.manifest_hash == version.manifest_hash}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Training data made from reviews: examples, and the immutable dataset versions built from them.
+
+Writes go through `datasets_app.services`; these classes hold fields, constraints, the status
+transition table and tiny properties.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Example(models.Model):
+    """One resolved output turned into a chat-form training example, with its provenance.
+
+    `messages` is the raw chat form (the output's input messages, then an assistant message
+    with the final text) before any quality step; each dataset version stores its own processed
+    copy, so a pipeline change never rewrites an example. Rejected outputs are kept as
+    negative examples (never in a supervised split) for later preference training.
+    """
+
+    class Kind(models.TextChoices):
+        POSITIVE = "positive", "Positive (approved or corrected)"
+        NEGATIVE = "negative", "Negative (rejected)"
+
+    output = models.OneToOneField(
+        "reviews.Output", on_delete=models.PROTECT, related_name="dataset_example"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    label = models.CharField(max_length=16, help_text="approved, corrected or rejected.")
+    resolved_by = models.CharField(max_length=16)
+    unreviewed = models.BooleanField(
+        default=False, help_text="Auto-accepted by a routing rule: no person reviewed it."
+    )
+    lead_decided = models.BooleanField(
+        default=False, help_text="A lead decided it after disagreement or an escalation."
+    )
+    reviewer_count = models.PositiveSmallIntegerField(default=0)
+    weight = models.FloatField(default=1.0)
+    messages = models.JSONField(help_text="[{role, content}, ...]; the last is the target.")
+    original_text = models.TextField(
+        blank=True, help_text="The model's own output (the rejected side of a preference pair)."
+    )
+    queue = models.ForeignKey(
+        "reviews.Queue", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    queue_name = models.CharField(max_length=64, blank=True)
+    routing_rule = models.ForeignKey(
+        "reviews.RoutingRule", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=100)
+    model_name = models.CharField(max_length=200)
+    model_version = models.CharField(max_length=100, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    provenance = models.JSONField(
+        default=dict, help_text="Output, every live review and reviewer, queue, rule, times."
+    )
+    output_updated_at = models.DateTimeField(help_text="Output.updated_at when last synced.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["kind", "resolved_at"], name="example_kind_resolved"),
+            models.Index(fields=["model_name", "model_version"], name="example_model"),
+            models.Index(fields=["queue_name"], name="example_queue_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"example {self.pk} ({self.label}) of output {self.output_id}"
+
+
+class DatasetVersion(models.Model):
+    """An immutable, built list of examples with their split, settings, counts and manifest."""
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready"
+        FAILED = "failed", "Failed"
+
+    # Allowed status moves; enforced by services.dataset_version_transition. A ready version
+    # never changes again.
+    TRANSITIONS = {
+        Status.BUILDING: {Status.READY, Status.FAILED},
+        Status.READY: set(),
+        Status.FAILED: set(),
+    }
+
+    name = models.CharField(max_length=100)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING)
+    manifest_hash = models.CharField(
+        max_length=64, blank=True, help_text="SHA-256 over the canonical settings and examples."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="dataset_versions"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    built_at = models.DateTimeField(null=True, blank=True)
+    run_started_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set by the one worker that claimed the build."
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    settings = models.JSONField(default=dict, help_text="Filters and pipeline settings.")
+    counts = models.JSONField(default=dict, help_text="Counts at every step, splits, balance.")
+    progress = models.JSONField(default=dict, blank=True, help_text="{step, done, total}.")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("build_dataset", "Can build dataset versions")]
+        indexes = [models.Index(fields=["name", "status"], name="dataset_version_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} #{self.pk}"
+
+    @property
+    def is_ready(self) -> bool:
+        return self.status == self.Status.READY
+
+
+class DatasetVersionExample(models.Model):
+    """One example's membership of one version, with the processed content the version uses."""
+
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        EVAL = "eval", "Eval"
+
+    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="members")
+    example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="memberships")
+    split = models.CharField(max_length=8, choices=Split.choices)
+    position = models.PositiveIntegerField(help_text="Order within the split.")
+    messages = models.JSONField(help_text="Processed chat messages; the last is the target.")
+    rejected_text = models.TextField(
+        blank=True, help_text="Processed original output, for corrected examples (DPO)."
+    )
+    weight = models.FloatField(default=1.0)
+    label = models.CharField(max_length=16)
+    content_hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["version", "split", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "example"], name="dataset_member_unique"),
+            models.UniqueConstraint(
+                fields=["version", "split", "position"], name="dataset_member_position"
+            ),
+            models.CheckConstraint(
+                condition=Q(split__in=["train", "eval"]), name="dataset_member_split"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version_id}:{self.split}:{self.position}"

@@ -1,0 +1,692 @@
+"""The quality pipeline: pure functions over in-memory items, no Django, no database.
+
+Each step takes the surviving items and returns the survivors plus a `StepReport` saying how
+many it removed or changed, and why. Every choice (which duplicate is kept, which example goes
+to eval, which one a cap drops) depends only on content hashes and the seed, never on database
+ids or times, so the same data gives the same version on SQLite and PostgreSQL, run after run.
+
+Order: normalise -> PII -> exact dedup -> near dedup -> length -> balance -> split (+ leakage).
+PII is masked before deduplication so that duplicates are judged on what will be trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------
+# Items and reports
+
+
+@dataclass(slots=True)
+class Item:
+    """One example on its way through the pipeline."""
+
+    example_id: int
+    messages: list[dict[str, str]]
+    label: str
+    weight: float
+    source: str = ""
+    queue: str = ""
+    tags: list[str] = field(default_factory=list)
+    rejected_text: str = ""
+    content_hash: str = ""
+    split: str = ""
+
+    @property
+    def prompt_text(self) -> str:
+        return "\n".join(m["content"] for m in self.messages[:-1])
+
+    @property
+    def target(self) -> str:
+        return self.messages[-1]["content"] if self.messages else ""
+
+    def values(self, dimension: str) -> list[str]:
+        if dimension == "label":
+            return [self.label]
+        if dimension == "source":
+            return [self.source]
+        if dimension == "queue":
+            return [self.queue]
+        if dimension == "tag":
+            return list(self.tags)
+        raise ValueError(dimension)
+
+
+@dataclass
+class StepReport:
+    name: str
+    count_in: int
+    count_out: int
+    changed: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "in": self.count_in,
+            "out": self.count_out,
+            "removed": self.count_in - self.count_out,
+            "changed": self.changed,
+            "reasons": dict(sorted(self.reasons.items())),
+            "samples": self.samples[:10],
+            **self.extra,
+        }
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(messages: list[dict[str, str]], rejected_text: str = "") -> str:
+    """SHA-256 of the processed content; identical on every database and run."""
+    body = canonical_json({"messages": messages, "rejected": rejected_text})
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def seeded_rank(seed: int, salt: str, digest: str) -> int:
+    """A deterministic pseudo-random rank for an item, from the seed and its content hash."""
+    return int.from_bytes(hashlib.sha256(f"{salt}:{seed}:{digest}".encode()).digest()[:8], "big")
+
+
+def keeper_key(item: Item) -> tuple[float, str]:
+    """Which of several duplicates survives: the heaviest (most agreement), then the smallest
+    content hash; never a database id, so the choice is the same everywhere."""
+    return (-item.weight, item.content_hash)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalise
+
+_ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+_CONTROL_TABLE = {
+    code: None for code in [*range(0, 32), *range(127, 160)] if chr(code) not in "\n\t"
+}
+_CONTROL_TABLE.update({ord(c): None for c in _ZERO_WIDTH})
+_CONTROL_RE = re.compile("[" + re.escape("".join(chr(c) for c in _CONTROL_TABLE)) + "]")
+_HSPACE_RE = re.compile(r"[\t \u00a0\u2000-\u200a\u202f\u205f\u3000]+$", re.MULTILINE)
+_NBSP_RE = re.compile(r"[\u00a0\u2000-\u200a\u202f\u205f\u3000]")
+_BLANKS_RE = re.compile(r"\n{3,}")
+
+
+def normalise_text(text: str) -> tuple[str, set[str]]:
+    """NFC, no stray control or zero-width characters, \\n line ends, no trailing spaces,
+    at most one blank line in a row, no leading/trailing blank space. Inner spacing is kept
+    (indentation matters in code answers)."""
+    reasons: set[str] = set()
+    out = text
+    if "\r" in out:
+        out = out.replace("\r\n", "\n").replace("\r", "\n")
+        reasons.add("line_endings")
+    if not out.isascii():
+        nfc = unicodedata.normalize("NFC", out)
+        if nfc != out:
+            reasons.add("unicode_nfc")
+            out = nfc
+        spaced = _NBSP_RE.sub(" ", out)
+        if spaced != out:
+            reasons.add("whitespace")
+            out = spaced
+    if _CONTROL_RE.search(out):
+        out = out.translate(_CONTROL_TABLE)
+        reasons.add("control_chars")
+    tidy = _BLANKS_RE.sub("\n\n", _HSPACE_RE.sub("", out)).strip()
+    if tidy != out:
+        reasons.add("whitespace")
+        out = tidy
+    return out, reasons
+
+
+def step_normalise(items: list[Item]) -> tuple[list[Item], StepReport]:
+    report = StepReport("normalise", len(items), len(items))
+    for item in items:
+        why: set[str] = set()
+        for message in item.messages:
+            message["content"], reasons = normalise_text(message["content"])
+            why |= reasons
+        if item.rejected_text:
+            item.rejected_text, reasons = normalise_text(item.rejected_text)
+            why |= reasons
+        if why:
+            report.changed += 1
+            report.reasons.update(why)
+    return items, report
+
+
+# ---------------------------------------------------------------------------------------------
+# PII
+
+_EMAIL = r"(?P<EMAIL>(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
+_IBAN = r"(?P<IBAN>\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b)"
+_CARD = r"(?P<CARD>(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-]))"
+_PHONE = (
+    r"(?P<PHONE>(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?"
+    r"\d{2,5}(?:[ .-]\d{2,5}){1,4}(?![\w-])|(?<![\w+])\+\d{7,15}(?!\w))"
+)
+_EMAIL_RE = re.compile(_EMAIL)
+_IBAN_RE = re.compile(_IBAN)
+_NUMBER_RE = re.compile("|".join([_CARD, _PHONE]))
+# Cheap scans that rule texts out before the costlier patterns run (most text has no PII).
+_IBAN_HINT = re.compile(r"[A-Z]{2}\d{2}")
+_NUMBER_RUN = re.compile(r"[+(]?\d[\d ().+-]*\d")
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+PII_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
+BUILTIN_PII_TYPES = ("EMAIL", "IBAN", "CARD", "PHONE")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2 == 1:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+def iban_ok(candidate: str) -> bool:
+    """ISO 13616 check: move the first four characters to the end, letters to numbers, mod 97."""
+    compact = candidate.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    moved = compact[4:] + compact[:4]
+    number = "".join(str(int(ch, 36)) for ch in moved)
+    return int(number) % 97 == 1
+
+
+def _builtin_kind(match: re.Match[str]) -> str | None:
+    kind = match.lastgroup
+    text = match.group(0)
+    if kind == "IBAN":
+        return "IBAN" if iban_ok(text) else None
+    if kind == "CARD":
+        digits = re.sub(r"\D", "", text)
+        if 13 <= len(digits) <= 19 and luhn_ok(digits):
+            return "CARD"
+        # Not a card: it may still be a long phone number written with separators.
+        return "PHONE" if _phone_ok(text) else None
+    if kind == "PHONE":
+        return "PHONE" if _phone_ok(text) else None
+    return kind
+
+
+_GROUPS_RE = re.compile(r"\d+")
+
+
+def _phone_ok(text: str) -> bool:
+    """A phone number has 7-15 digits and looks like one: a leading + or an area code in
+    brackets, three or more groups (555-123-4567, 020 7946 0958), or 10+ digits. Two groups
+    (a reference like 12-34567) and dates are not phones."""
+    groups = _GROUPS_RE.findall(text)
+    digits = sum(len(g) for g in groups)
+    if not 7 <= digits <= 15 or _ISO_DATE.match(text):
+        return False
+    if text.startswith("+") or "(" in text:
+        return True
+    if "." in text and not any(c in text for c in " -"):
+        return False  # 1.234.567 is an amount
+    return len(groups) >= 3 or (len(groups) == 1 and digits >= 10)
+
+
+class PiiScrubber:
+    """Replaces PII with typed placeholders (`<EMAIL>`) and counts what it found, per type."""
+
+    def __init__(self, extra_patterns: dict[str, str] | None = None):
+        self.extra = [(kind, re.compile(p)) for kind, p in sorted((extra_patterns or {}).items())]
+
+    def scrub(self, text: str) -> tuple[str, Counter]:
+        found: Counter = Counter()
+
+        for kind, pattern in self.extra:
+
+            def replace_extra(match: re.Match[str], kind: str = kind) -> str:
+                found[kind] += 1
+                return f"<{kind}>"
+
+            text = pattern.sub(replace_extra, text)
+
+        def replace(match: re.Match[str]) -> str:
+            kind = _builtin_kind(match)
+            if kind is None:
+                return match.group(0)
+            found[kind] += 1
+            return f"<{kind}>"
+
+        if "@" in text:
+            text = _EMAIL_RE.sub(replace, text)
+        # An IBAN-shaped string failing its check is an account-like code, not a phone number:
+        # its span is kept out of the number pass below.
+        protected: list[tuple[int, int]] = []
+        if _IBAN_HINT.search(text):
+            pieces, last = [], 0
+            for match in _IBAN_RE.finditer(text):
+                pieces.append(text[last : match.start()])
+                if iban_ok(match.group(0)):
+                    found["IBAN"] += 1
+                    pieces.append("<IBAN>")
+                else:
+                    at = sum(len(piece) for piece in pieces)
+                    protected.append((at, at + len(match.group(0))))
+                    pieces.append(match.group(0))
+                last = match.end()
+            pieces.append(text[last:])
+            text = "".join(pieces)
+        # Cards and phones lie inside runs of digits and separators; only runs with 7+ digits
+        # are examined, each with one character of context for the patterns' look-arounds.
+        pieces, last = [], 0
+        for run in _NUMBER_RUN.finditer(text):
+            start, end = run.span()
+            if sum(ch.isdigit() for ch in run.group(0)) < 7:
+                continue
+            if any(a < end and start < b for a, b in protected):
+                continue
+            start = max(start - 1, last)
+            end = min(end + 1, len(text))
+            pieces.append(text[last:start])
+            pieces.append(_NUMBER_RE.sub(replace, text[start:end]))
+            last = end
+        if pieces:
+            pieces.append(text[last:])
+            text = "".join(pieces)
+        return text, found
+
+
+def step_pii(
+    items: list[Item], *, mode: str, patterns: dict[str, str] | None = None
+) -> tuple[list[Item], StepReport, dict[str, int]]:
+    """mode "mask" replaces, "drop" removes every example holding any PII, "off" skips."""
+    report = StepReport("pii", len(items), len(items), extra={"mode": mode})
+    per_type: Counter = Counter()
+    if mode == "off":
+        return items, report, {}
+    scrubber = PiiScrubber(patterns)
+    kept: list[Item] = []
+    for item in items:
+        found: Counter = Counter()
+        new_contents = []
+        for message in item.messages:
+            cleaned, hits = scrubber.scrub(message["content"])
+            new_contents.append(cleaned)
+            found += hits
+        rejected, hits = scrubber.scrub(item.rejected_text) if item.rejected_text else ("", None)
+        if hits:
+            found += hits
+        per_type += found
+        if not found:
+            kept.append(item)
+            continue
+        if mode == "drop":
+            report.reasons.update(f"contains {kind}" for kind in found)
+            continue
+        for message, cleaned in zip(item.messages, new_contents, strict=True):
+            message["content"] = cleaned
+        item.rejected_text = rejected
+        report.changed += 1
+        report.reasons.update(f"masked {kind}" for kind in found)
+        kept.append(item)
+    report.count_out = len(kept)
+    return kept, report, dict(sorted(per_type.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Duplicates
+
+_SPACE_RE = re.compile(r"\s+")
+_WORD_RE = re.compile(r"\w+")
+
+
+def _loose(text: str) -> str:
+    return _SPACE_RE.sub(" ", text).strip().casefold()
+
+
+def exact_key(item: Item) -> str:
+    """Messages compared ignoring case and whitespace."""
+    return "\x1e".join(f"{m['role']}\x1f{_loose(m['content'])}" for m in item.messages)
+
+
+def input_key(item: Item) -> str:
+    return "\x1e".join(f"{m['role']}\x1f{_loose(m['content'])}" for m in item.messages[:-1])
+
+
+def assign_hashes(items: list[Item]) -> None:
+    for item in items:
+        item.content_hash = content_hash(item.messages, item.rejected_text)
+
+
+def step_exact_dedup(items: list[Item]) -> tuple[list[Item], StepReport]:
+    report = StepReport("exact_dedup", len(items), 0)
+    best: dict[str, Item] = {}
+    for item in items:
+        key = exact_key(item)
+        current = best.get(key)
+        if current is None or keeper_key(item) < keeper_key(current):
+            best[key] = item
+    kept_ids = {id(item) for item in best.values()}
+    kept = [item for item in items if id(item) in kept_ids]
+    for item in items:
+        if id(item) not in kept_ids:
+            keeper = best[exact_key(item)]
+            report.reasons["same messages ignoring case and whitespace"] += 1
+            report.samples.append({"removed": item.example_id, "kept": keeper.example_id})
+    report.count_out = len(kept)
+    return kept, report
+
+
+def shingles(text: str, n: int) -> list[tuple[str, ...]]:
+    words = _WORD_RE.findall(text.casefold())
+    if len(words) < n:
+        return [tuple(words)] if words else []
+    return list(zip(*(words[i:] for i in range(n)), strict=False))
+
+
+@dataclass
+class InputGraph:
+    """Items grouped by identical (loose) input; edges join groups whose inputs' word n-gram
+    Jaccard similarity is at least the join threshold, with the similarity."""
+
+    group_of: list[int]  # item index -> group
+    edges: dict[int, dict[int, float]]
+
+    def neighbours(self, group: int, threshold: float) -> Iterable[int]:
+        return (g for g, sim in self.edges.get(group, {}).items() if sim >= threshold)
+
+
+def jaccard_join(sets: list[frozenset[int]], threshold: float) -> list[tuple[int, int, float]]:
+    """Every pair of sets with Jaccard >= threshold, exactly (no sampling, no false negatives).
+
+    Prefix filtering (Chaudhuri et al. 2006; Bayardo et al. "All-Pairs", 2007): order each
+    set's elements by global rarity; two sets with Jaccard >= t must share an element among
+    the first |x| - ceil(t*|x|) + 1 of each. Only pairs sharing a prefix element are compared.
+    """
+    if threshold <= 0:
+        raise ValueError("threshold must be > 0")
+    frequency: Counter = Counter()
+    for s in sets:
+        frequency.update(s)
+    # Rename every element by its rank in the global order (rarest first), so each set's
+    # prefix is just its smallest elements: a plain sort, no key function.
+    rank = {token: r for r, token in enumerate(sorted(frequency, key=lambda t: (frequency[t], t)))}
+    sets = [frozenset(rank[t] for t in s) for s in sets]
+    order = sorted((i for i, s in enumerate(sets) if s), key=lambda i: (len(sets[i]), i))
+    index: dict[int, list[int]] = defaultdict(list)
+    pairs: list[tuple[int, int, float]] = []
+    eps = 1e-9
+    sizes = [len(s) for s in sets]
+    for i in order:
+        x = sets[i]
+        size = sizes[i]
+        prefix = sorted(x)[: size - math.ceil(threshold * size - eps) + 1]
+        min_size = threshold * size - eps
+        candidates: set[int] = set()
+        for token in prefix:
+            bucket = index.get(token)
+            if bucket:
+                candidates.update(j for j in bucket if sizes[j] >= min_size)
+        for j in candidates:
+            inter = len(x & sets[j])
+            sim = inter / (size + sizes[j] - inter)
+            if sim >= threshold - eps:
+                pairs.append((j, i, sim))
+        for token in prefix:
+            index[token].append(i)
+    return pairs
+
+
+def build_input_graph(items: list[Item], *, threshold: float, ngram: int) -> InputGraph:
+    groups: dict[str, int] = {}
+    group_of: list[int] = []
+    group_texts: list[str] = []
+    for item in items:
+        key = input_key(item)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = len(group_texts)
+            group_texts.append(item.prompt_text)
+        group_of.append(group)
+    vocabulary: dict[tuple[str, ...], int] = {}
+    sets = []
+    for text in group_texts:
+        sets.append(
+            frozenset(vocabulary.setdefault(sh, len(vocabulary)) for sh in shingles(text, ngram))
+        )
+    edges: dict[int, dict[int, float]] = defaultdict(dict)
+    for a, b, sim in jaccard_join(sets, threshold):
+        edges[a][b] = sim
+        edges[b][a] = sim
+    return InputGraph(group_of=group_of, edges=dict(edges))
+
+
+def step_near_dedup(
+    items: list[Item], graph: InputGraph, *, threshold: float
+) -> tuple[list[Item], StepReport]:
+    """Greedy in keeper order: an item goes if an already kept item has the same input or a
+    near-duplicate input. So no two survivors are near duplicates, and the keeper of each
+    cluster is the same on every run."""
+    report = StepReport("near_dedup", len(items), 0, extra={"threshold": threshold})
+    position = {id(item): index for index, item in enumerate(items)}
+    kept_groups: dict[int, int] = {}
+    kept: list[Item] = []
+    for item in sorted(items, key=keeper_key):
+        group = graph.group_of[position[id(item)]]
+        holder = kept_groups.get(group)
+        if holder is None:
+            holder = next(
+                (kept_groups[g] for g in graph.neighbours(group, threshold) if g in kept_groups),
+                None,
+            )
+            reason = "near-duplicate input"
+        else:
+            reason = "same input"
+        if holder is not None:
+            report.reasons[reason] += 1
+            report.samples.append({"removed": item.example_id, "kept": holder, "why": reason})
+            continue
+        kept_groups[group] = item.example_id
+        kept.append(item)
+    order = {id(item): index for index, item in enumerate(items)}
+    kept.sort(key=lambda item: order[id(item)])
+    report.count_out = len(kept)
+    return kept, report
+
+
+# ---------------------------------------------------------------------------------------------
+# Length
+
+
+class TokenCounter:
+    """Counts tokens with a `tokenizers` tokenizer.json (the target model's), or characters."""
+
+    def __init__(self, tokenizer_path: str | None = None):
+        self.tokenizer = None
+        if tokenizer_path:
+            from tokenizers import Tokenizer  # Rust library: no torch, no transformers
+
+            self.tokenizer = Tokenizer.from_file(tokenizer_path)
+
+    @property
+    def unit(self) -> str:
+        return "tokens" if self.tokenizer is not None else "chars"
+
+    def count(self, texts: list[str]) -> list[int]:
+        if self.tokenizer is None:
+            return [len(text) for text in texts]
+        out: list[int] = []
+        for start in range(0, len(texts), 4096):
+            encodings = self.tokenizer.encode_batch(
+                texts[start : start + 4096], add_special_tokens=False
+            )
+            out.extend(len(e.ids) for e in encodings)
+        return out
+
+
+def step_length(
+    items: list[Item], *, counter: TokenCounter, max_length: int | None, min_target: int = 1
+) -> tuple[list[Item], StepReport]:
+    report = StepReport("length", len(items), 0, extra={"unit": counter.unit, "max": max_length})
+    lengths = counter.count(["\n".join(m["content"] for m in item.messages) for item in items])
+    kept = []
+    for item, length in zip(items, lengths, strict=True):
+        if len(item.target.strip()) < min_target:
+            report.reasons["empty target"] += 1
+        elif not item.prompt_text.strip():
+            report.reasons["empty input"] += 1
+        elif max_length is not None and length > max_length:
+            report.reasons[f"longer than {max_length} {counter.unit}"] += 1
+        else:
+            kept.append(item)
+    report.count_out = len(kept)
+    if lengths:
+        report.extra["longest"] = max(lengths)
+    return kept, report
+
+
+# ---------------------------------------------------------------------------------------------
+# Balance
+
+BALANCE_DIMENSIONS = ("label", "tag", "source", "queue")
+
+
+def step_balance(
+    items: list[Item], *, caps: dict[str, dict[str, int]], seed: int
+) -> tuple[list[Item], StepReport, dict[str, Any]]:
+    """Cap how many examples any one label / tag / source / queue keeps ("*" caps every value
+    of a dimension). Which ones stay is a seeded draw from content hashes."""
+    report = StepReport("balance", len(items), 0)
+
+    def tally(rows: list[Item]) -> dict[str, dict[str, int]]:
+        dims = sorted(set(caps) | {"label"})
+        out: dict[str, dict[str, int]] = {}
+        for dim in dims:
+            counter: Counter = Counter()
+            for item in rows:
+                counter.update(item.values(dim))
+            out[dim] = dict(sorted(counter.items()))
+        return out
+
+    before = tally(items)
+    if not caps:
+        report.count_out = len(items)
+        return items, report, {"caps": {}, "before": before, "after": before}
+    used: dict[str, Counter] = {dim: Counter() for dim in caps}
+    keep_ids: set[int] = set()
+    for item in sorted(items, key=lambda it: seeded_rank(seed, "balance", it.content_hash)):
+        over = None
+        for dim, limits in caps.items():
+            for value in item.values(dim):
+                cap = limits.get(value, limits.get("*"))
+                if cap is not None and used[dim][value] >= cap:
+                    over = f"{dim}={value} cap {cap}"
+                    break
+            if over:
+                break
+        if over:
+            report.reasons[over] += 1
+            continue
+        for dim in caps:
+            used[dim].update(item.values(dim))
+        keep_ids.add(id(item))
+    kept = [item for item in items if id(item) in keep_ids]
+    report.count_out = len(kept)
+    return kept, report, {"caps": caps, "before": before, "after": tally(kept)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Split and leakage
+
+
+def step_split(
+    items: list[Item], *, seed: int, eval_fraction: float, stratify: str = ""
+) -> StepReport:
+    """Unstratified: an example is in eval when its seeded hash falls below the fraction, so
+    its split never depends on which other examples exist (it keeps its split as data grows).
+    Stratified: in each stratum the lowest-ranked round(n * fraction) go to eval."""
+    report = StepReport("split", len(items), len(items), extra={"eval_fraction": eval_fraction})
+    for item in items:
+        item.split = "train"
+    if eval_fraction <= 0 or not items:
+        return report
+    ranked = sorted(
+        items, key=lambda it: (seeded_rank(seed, "split", it.content_hash), it.content_hash)
+    )
+    if stratify:
+        report.extra["stratify"] = stratify
+        strata: dict[str, list[Item]] = defaultdict(list)
+        for item in ranked:
+            strata[(item.values(stratify) or [""])[0]].append(item)
+        for members in strata.values():
+            for item in members[: round(len(members) * eval_fraction)]:
+                item.split = "eval"
+    else:
+        limit = int(eval_fraction * 2**64)
+        for item in ranked:
+            if seeded_rank(seed, "split", item.content_hash) < limit:
+                item.split = "eval"
+    if len(items) >= 2 and not any(item.split == "eval" for item in items):
+        ranked[0].split = "eval"  # a tiny set still gets one eval example
+    return report
+
+
+def step_leakage(
+    items: list[Item], graph: InputGraph, group_index: Callable[[Item], int], *, threshold: float
+) -> StepReport:
+    """Guarantee that no eval input equals or nearly equals a train input: every connected
+    cluster of same / near-duplicate inputs that spans both splits moves wholly to train."""
+    report = StepReport("leakage", len(items), len(items), extra={"threshold": threshold})
+    by_group: dict[int, list[Item]] = defaultdict(list)
+    for item in items:
+        by_group[group_index(item)].append(item)
+    seen: set[int] = set()
+    moved = 0
+    for start in sorted(by_group):
+        if start in seen:
+            continue
+        component, stack = [], [start]
+        seen.add(start)
+        while stack:
+            group = stack.pop()
+            component.append(group)
+            for other in graph.neighbours(group, threshold):
+                if other in by_group and other not in seen:
+                    seen.add(other)
+                    stack.append(other)
+        members = [item for g in component for item in by_group[g]]
+        if len({item.split for item in members}) > 1:
+            for item in members:
+                if item.split == "eval":
+                    item.split = "train"
+                    moved += 1
+                    report.samples.append({"moved_to_train": item.example_id})
+    report.changed = moved
+    if moved:
+        report.reasons["eval input duplicates a train input: moved to train"] = moved
+    return report
+
+
+def leaking_pairs(
+    items: list[Item], *, threshold: float, ngram: int
+) -> list[tuple[int, int, float]]:
+    """Independent check: (eval example id, train example id, similarity) for every eval input
+    that is the same as, or a near duplicate of, a train input. Empty when the split is clean.
+    Compares every eval item with every train item: meant for tests and small sets."""
+    graph = build_input_graph(items, threshold=threshold, ngram=ngram)
+    out = []
+    for i, a in enumerate(items):
+        for j, b in enumerate(items):
+            if a.split != "eval" or b.split != "train":
+                continue
+            ga, gb = graph.group_of[i], graph.group_of[j]
+            sim = 1.0 if ga == gb else graph.edges.get(ga, {}).get(gb)
+            if sim is not None and sim >= threshold:
+                out.append((a.example_id, b.example_id, sim))
+    return out

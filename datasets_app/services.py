@@ -1,0 +1,1051 @@
+"""Every write of the datasets app: syncing examples from the review loop, building versions.
+
+A build runs in three parts so that nothing is half-written and no slow work (tokenizing,
+deduplication) happens inside a transaction:
+
+1. `dataset_version_create` records a `building` version (and its audit event);
+2. the pipeline runs on plain Python objects, writing only `progress`;
+3. one transaction writes every membership row, locks the outputs used, checks they did not
+   change meanwhile, sets the manifest and moves the version to `ready` with its audit event.
+   If anything fails, that transaction rolls back whole and `dataset_version_fail` records why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from reviews.models import Output, Review
+from reviews.services import audit_append
+
+from . import pipeline
+from .errors import DatasetImmutable, ExampleInUse, InvalidDatasetRequest, SourceChanged
+from .models import DatasetVersion, DatasetVersionExample, Example
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+"""progress(step, done, total): called as a build advances (the CLI draws a bar with it)."""
+
+LABELS = ("approved", "corrected")
+PII_MODES = ("mask", "drop", "off")
+STRATIFY = ("", "label", "source", "queue")
+INLINE_LIMIT = 5000  # candidate examples up to which the pages and API build inline
+SYNC_CHUNK = 5000
+WRITE_BATCH = 5000
+SYNC_LOCK_KEY = 0x5167_0FF_D5  # pg_advisory_xact_lock key of examples_sync
+MANIFEST_FORMAT = "signoff-dataset/1"
+PIPELINE_STEPS = ["normalise", "pii", "exact dedup", "near dedup", "length", "balance", "split"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+
+def _parse_time(value: Any, name: str) -> str | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError as exc:
+            raise InvalidDatasetRequest(
+                f"{name} must be an ISO 8601 date or time, not {value!r}.", field=name
+            ) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat()
+
+
+def _str_tuple(value: Any, name: str) -> tuple[str, ...]:
+    if value in (None, ""):
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise InvalidDatasetRequest(f"{name} must be a list of non-empty strings.", field=name)
+    return tuple(sorted(set(value)))
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Filters and pipeline settings of one build; stored on the version and hashed."""
+
+    # Filters (which examples are candidates).
+    queues: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    model_name: str = ""
+    model_version: str = ""
+    resolved_from: str | None = None
+    resolved_to: str | None = None
+    labels: tuple[str, ...] = LABELS
+    include_auto_accepted: bool = False
+    # Pipeline.
+    normalise: bool = True
+    pii: str = "mask"
+    pii_patterns: dict[str, str] = field(default_factory=dict)
+    exact_dedup: bool = True
+    near_dup_threshold: float | None = 0.8
+    leakage_threshold: float = 0.8
+    ngram: int = 3
+    max_length: int | None = None
+    tokenizer_path: str = ""
+    caps: dict[str, dict[str, int]] = field(default_factory=dict)
+    seed: int = 0
+    eval_fraction: float = 0.1
+    stratify: str = ""
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> BuildSettings:
+        """Validate loose input (API, form, CLI); every error names its field."""
+        known = {f.name for f in fields(cls)}
+        for name in options:
+            if name not in known:
+                raise InvalidDatasetRequest(f"Unknown setting {name!r}.", field=name)
+        o = dict(options)
+        out: dict[str, Any] = {}
+        for name in ("queues", "tags", "sources"):
+            out[name] = _str_tuple(o.get(name), name)
+        for name in ("model_name", "model_version", "tokenizer_path", "stratify", "pii"):
+            value = o.get(name, getattr(cls, name) if name != "pii" else "mask")
+            value = "" if value is None else value
+            if not isinstance(value, str):
+                raise InvalidDatasetRequest(f"{name} must be a string.", field=name)
+            out[name] = value.strip()
+        out["resolved_from"] = _parse_time(o.get("resolved_from"), "resolved_from")
+        out["resolved_to"] = _parse_time(o.get("resolved_to"), "resolved_to")
+        if (
+            out["resolved_from"]
+            and out["resolved_to"]
+            and out["resolved_from"] > out["resolved_to"]
+        ):
+            raise InvalidDatasetRequest(
+                "resolved_from must not be after resolved_to.", field="resolved_from"
+            )
+        labels = _str_tuple(o.get("labels", LABELS), "labels")
+        if not labels or any(label not in LABELS for label in labels):
+            raise InvalidDatasetRequest(
+                f"labels must be a non-empty subset of {', '.join(LABELS)}.", field="labels"
+            )
+        out["labels"] = labels
+        for name in ("include_auto_accepted", "normalise", "exact_dedup"):
+            value = o.get(name, getattr(cls, name))
+            if not isinstance(value, bool):
+                raise InvalidDatasetRequest(f"{name} must be true or false.", field=name)
+            out[name] = value
+        if out["pii"] not in PII_MODES:
+            raise InvalidDatasetRequest(f"pii must be one of {', '.join(PII_MODES)}.", field="pii")
+        out["pii_patterns"] = _pii_patterns(o.get("pii_patterns") or {})
+        out["near_dup_threshold"] = _fraction(
+            o.get("near_dup_threshold", 0.8), "near_dup_threshold", allow_none=True
+        )
+        out["leakage_threshold"] = _fraction(o.get("leakage_threshold", 0.8), "leakage_threshold")
+        out["ngram"] = _int(o.get("ngram", 3), "ngram", low=1, high=10)
+        max_length = o.get("max_length")
+        out["max_length"] = (
+            None if max_length in (None, "") else _int(max_length, "max_length", low=1)
+        )
+        if out["tokenizer_path"]:
+            path = out["tokenizer_path"]
+            if not path.endswith(".json") or not os.path.isfile(path):
+                raise InvalidDatasetRequest(
+                    "tokenizer_path must name an existing tokenizer.json file.",
+                    field="tokenizer_path",
+                )
+        out["caps"] = _caps(o.get("caps") or {})
+        out["seed"] = _int(o.get("seed", 0), "seed", low=0, high=2**31 - 1)
+        eval_fraction = _fraction(o.get("eval_fraction", 0.1), "eval_fraction")
+        if eval_fraction is None or eval_fraction >= 1:
+            raise InvalidDatasetRequest("eval_fraction must be in [0, 1).", field="eval_fraction")
+        out["eval_fraction"] = eval_fraction
+        if out["stratify"] not in STRATIFY:
+            raise InvalidDatasetRequest(
+                "stratify must be empty or one of label, source, queue.", field="stratify"
+            )
+        return cls(**out)
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("queues", "tags", "sources", "labels"):
+            data[name] = list(data[name])
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BuildSettings:
+        return cls.from_options(data)
+
+    def manifest_json(self) -> dict[str, Any]:
+        """What the manifest hashes: the settings, with the tokenizer named by its content
+        (a path differs between machines; the file's bytes do not)."""
+        data = self.as_json()
+        path = data.pop("tokenizer_path")
+        data["tokenizer_sha256"] = _file_sha256(path) if path else ""
+        return data
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _int(value: Any, name: str, *, low: int | None = None, high: int | None = None) -> int:
+    if isinstance(value, bool):
+        raise InvalidDatasetRequest(f"{name} must be an integer.", field=name)
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDatasetRequest(f"{name} must be an integer.", field=name) from exc
+    if isinstance(value, float) and number != value:
+        raise InvalidDatasetRequest(f"{name} must be an integer.", field=name)
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise InvalidDatasetRequest(f"{name} must be between {low} and {high}.", field=name)
+    return number
+
+
+def _fraction(value: Any, name: str, *, allow_none: bool = False) -> float | None:
+    if value in (None, "") and allow_none:
+        return None
+    if isinstance(value, bool):
+        raise InvalidDatasetRequest(f"{name} must be a number.", field=name)
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidDatasetRequest(f"{name} must be a number.", field=name) from exc
+    if allow_none and number == 0:
+        return None
+    if not 0 <= number <= 1 or (name.endswith("threshold") and number == 0):
+        raise InvalidDatasetRequest(f"{name} must be in (0, 1].", field=name)
+    return number
+
+
+def _pii_patterns(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidDatasetRequest(
+            "pii_patterns must map a TYPE name to a regular expression.", field="pii_patterns"
+        )
+    out = {}
+    for kind, pattern in value.items():
+        if not isinstance(kind, str) or not pipeline.PII_TYPE_RE.match(kind):
+            raise InvalidDatasetRequest(
+                f"pii_patterns: {kind!r} is not an upper-case type name like POLICY_NUMBER.",
+                field="pii_patterns",
+            )
+        if not isinstance(pattern, str) or not pattern:
+            raise InvalidDatasetRequest(
+                f"pii_patterns.{kind} must be a regular expression.", field="pii_patterns"
+            )
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise InvalidDatasetRequest(
+                f"pii_patterns.{kind} is not a valid regular expression: {exc}.",
+                field="pii_patterns",
+            ) from exc
+        if compiled.match(""):
+            raise InvalidDatasetRequest(
+                f"pii_patterns.{kind} matches the empty string.", field="pii_patterns"
+            )
+        out[kind] = pattern
+    return dict(sorted(out.items()))
+
+
+def _caps(value: Any) -> dict[str, dict[str, int]]:
+    if not isinstance(value, dict):
+        raise InvalidDatasetRequest(
+            'caps must look like {"label": {"approved": 500}, "tag": {"*": 100}}.', field="caps"
+        )
+    out: dict[str, dict[str, int]] = {}
+    for dim, limits in value.items():
+        if dim not in pipeline.BALANCE_DIMENSIONS:
+            raise InvalidDatasetRequest(
+                f"caps: {dim!r} is not one of {', '.join(pipeline.BALANCE_DIMENSIONS)}.",
+                field="caps",
+            )
+        if not isinstance(limits, dict) or not limits:
+            raise InvalidDatasetRequest(f"caps.{dim} must map values to counts.", field="caps")
+        out[dim] = {str(key): _int(cap, "caps", low=0) for key, cap in sorted(limits.items())}
+    return dict(sorted(out.items()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bulk writes
+
+
+def insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
+    """Insert many rows of one model fast: COPY on PostgreSQL, one executemany elsewhere.
+
+    A version of 100,000 examples must be written in seconds; the ORM's bulk_create spends
+    most of that building model objects and adapting values one by one. Every row must carry
+    every column named by the first row, with JSON fields as Python values (dumped here) and
+    datetimes aware. Runs inside the caller's transaction.
+    """
+    if not rows:
+        return
+    names = list(rows[0])
+    fields = [model._meta.get_field(name) for name in names]
+    columns = [field.column for field in fields]
+    json_at = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+    time_at = [i for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)]
+    adapt_time = connection.ops.adapt_datetimefield_value
+    table = connection.ops.quote_name(model._meta.db_table)
+    column_list = ", ".join(connection.ops.quote_name(c) for c in columns)
+
+    def values(row: dict[str, Any]) -> list[Any]:
+        out = [row[name] for name in names]
+        for i in json_at:
+            out[i] = json.dumps(out[i], ensure_ascii=False)
+        if connection.vendor != "postgresql":
+            for i in time_at:
+                out[i] = adapt_time(out[i])
+        return out
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(values(row))
+        else:
+            marks = ", ".join(["%s"] * len(columns))
+            sql = f"INSERT INTO {table} ({column_list}) VALUES ({marks})"
+            for start in range(0, len(rows), WRITE_BATCH):
+                cursor.executemany(sql, [values(row) for row in rows[start : start + WRITE_BATCH]])
+
+
+def _serialise_syncs() -> None:
+    """Two builds syncing at once must not both insert the same output's example. PostgreSQL:
+    a transaction-scoped advisory lock; SQLite transactions here take the write lock up front
+    (IMMEDIATE), which serialises them already."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SYNC_LOCK_KEY])
+
+
+# ---------------------------------------------------------------------------------------------
+# Examples from the review loop
+
+
+def _messages_of(output_input: Any, target: str) -> list[dict[str, str]]:
+    if isinstance(output_input, list):
+        messages = [
+            {"role": str(m.get("role", "user")), "content": str(m.get("content") or "")}
+            for m in output_input
+            if isinstance(m, dict)
+        ]
+    else:
+        messages = [{"role": "user", "content": str(output_input)}]
+    messages.append({"role": "assistant", "content": target})
+    return messages
+
+
+_DECISION_OF = {"approved": "approve", "corrected": "correct", "rejected": "reject"}
+
+
+def _example_from(row: dict[str, Any], reviews: list[dict[str, Any]]) -> dict[str, Any]:
+    """The column values of a new Example (plain dicts: the bulk path builds no model objects)."""
+    label = row["resolution"]
+    live = [r for r in reviews if r["stage"] != Review.Stage.GOLD]
+    agreeing = [
+        r
+        for r in live
+        if r["stage"] == Review.Stage.REVIEW and r["decision"] == _DECISION_OF[label]
+    ]
+    resolved_by = row["resolved_by"]
+    unreviewed = row["status"] == Output.Status.AUTO_ACCEPTED
+    if unreviewed:
+        weight, count = 0.5, 0
+    elif resolved_by == Output.ResolvedBy.CONSENSUS:
+        count = max(len(agreeing), 2)
+        weight = float(count)
+    else:
+        count = len({r["reviewer_id"] for r in live}) or 1
+        weight = 1.0
+    rejected = label == Output.Resolution.REJECTED
+    target = row["output_text"] if rejected else (row["final_output"] or row["output_text"])
+    return dict(
+        output_id=row["id"],
+        kind=Example.Kind.NEGATIVE if rejected else Example.Kind.POSITIVE,
+        label=label,
+        resolved_by=resolved_by,
+        unreviewed=unreviewed,
+        lead_decided=resolved_by == Output.ResolvedBy.LEAD,
+        reviewer_count=count,
+        weight=weight,
+        messages=_messages_of(row["input"], target),
+        original_text=row["output_text"],
+        queue_id=row["queue_id"],
+        queue_name=row["queue__name"] or "",
+        routing_rule_id=row["routing_rule_id"],
+        source=row["source"],
+        model_name=row["model_name"],
+        model_version=row["model_version"],
+        tags=list(row["tags"] or []),
+        resolved_at=row["resolved_at"],
+        output_updated_at=row["updated_at"],
+        provenance={
+            "output_id": row["id"],
+            "external_id": row["external_id"],
+            "source": row["source"],
+            "model": [row["model_name"], row["model_version"]],
+            "queue": row["queue__name"] or "",
+            "routing_rule": row["routing_rule__name"] or "",
+            "routing_reason": row["routing_reason"],
+            "status": row["status"],
+            "resolved_by": resolved_by,
+            "resolved_at": row["resolved_at"].isoformat() if row["resolved_at"] else None,
+            "reviews": [
+                {
+                    "id": r["id"],
+                    "reviewer": r["reviewer__username"],
+                    "reviewer_id": r["reviewer_id"],
+                    "queue": r["queue__name"],
+                    "stage": r["stage"],
+                    "decision": r["decision"],
+                    "guideline_version": r["guideline_version__version"],
+                    "at": r["created_at"].isoformat(),
+                }
+                for r in reviews
+            ],
+        },
+    )
+
+
+@dataclass
+class SyncResult:
+    created: int = 0
+    removed: int = 0
+
+
+def examples_sync(*, progress: ProgressFn | None = None) -> SyncResult:
+    """Make the Example rows match the review loop: one per resolved (or auto-accepted) output.
+
+    Idempotent and incremental: only outputs without an example are read. An unused example
+    whose output left its resolution (a review was undone) or was re-resolved is removed and,
+    if the output is resolved again, recreated. Examples used by a version never change: their
+    outputs are locked. Each chunk is its own transaction; a chunk is whole or absent.
+    """
+    result = SyncResult()
+    done_statuses = [Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED]
+    stale = (
+        Example.objects.filter(memberships__isnull=True)
+        .filter(
+            ~Q(output__status__in=done_statuses)
+            | ~Q(output__resolution=F("label"))
+            | ~Q(output__resolved_at=F("resolved_at"))
+        )
+        .values_list("pk", flat=True)
+    )
+    stale_ids = list(stale)
+    if stale_ids:
+        with transaction.atomic():
+            result.removed = Example.objects.filter(
+                pk__in=stale_ids, memberships__isnull=True
+            ).delete()[0]
+    # Two light id queries and a set difference instead of an anti-join per chunk, which the
+    # planner may answer by rescanning the growing example table every time.
+    have = set(Example.objects.values_list("output_id", flat=True))
+    todo_ids = [
+        pk
+        for pk in Output.objects.filter(status__in=done_statuses)
+        .exclude(resolution="")
+        .order_by("id")
+        .values_list("id", flat=True)
+        if pk not in have
+    ]
+    del have
+    total = len(todo_ids)
+    columns = (
+        "id", "status", "resolution", "resolved_by", "resolved_at", "final_output",
+        "output_text", "input", "queue_id", "queue__name", "routing_rule_id",
+        "routing_rule__name", "routing_reason", "source", "external_id", "model_name",
+        "model_version", "tags", "updated_at",
+    )  # fmt: skip
+    for start in range(0, total, SYNC_CHUNK):
+        chunk_ids = todo_ids[start : start + SYNC_CHUNK]
+        rows = list(
+            Output.objects.filter(id__in=chunk_ids, status__in=done_statuses)
+            .exclude(resolution="")
+            .order_by("id")
+            .values(*columns)
+        )
+        if not rows:
+            continue
+        by_output: dict[int, list[dict[str, Any]]] = {row["id"]: [] for row in rows}
+        review_rows = (
+            Review.objects.filter(output_id__in=list(by_output), undone_at__isnull=True)
+            .order_by("output_id", "created_at", "id")
+            .values(
+                "id",
+                "output_id",
+                "reviewer_id",
+                "reviewer__username",
+                "queue__name",
+                "stage",
+                "decision",
+                "guideline_version__version",
+                "created_at",
+            )
+        )
+        for review in review_rows:
+            by_output[review["output_id"]].append(review)
+        examples = [_example_from(row, by_output[row["id"]]) for row in rows]
+        now = timezone.now()
+        for example in examples:
+            example["created_at"] = example["updated_at"] = now
+        with transaction.atomic():
+            _serialise_syncs()
+            # Another build's sync may have made some of these meanwhile (we waited for it).
+            taken = set(
+                Example.objects.filter(output_id__in=list(by_output)).values_list(
+                    "output_id", flat=True
+                )
+            )
+            fresh = [e for e in examples if e["output_id"] not in taken]
+            insert_rows(Example, fresh)
+        result.created += len(fresh)
+        if progress:
+            progress("sync examples", result.created, total)
+    return result
+
+
+def _refuse_if_used(example: Example) -> None:
+    versions = list(
+        DatasetVersionExample.objects.filter(example_id=example.pk)
+        .values_list("version_id", flat=True)
+        .order_by("version_id")[:5]
+    )
+    if versions:
+        raise ExampleInUse(
+            f"Example {example.pk} is used by dataset version(s) "
+            f"{', '.join(map(str, versions))}, which are immutable.",
+            extra={"versions": versions},
+        )
+
+
+@transaction.atomic
+def example_update(
+    *, user: AbstractBaseUser, example: Example, messages: list[dict[str, str]]
+) -> Example:
+    """Hand-edit an example's messages; refused once any dataset version uses it."""
+    # Lock the row: a build finishing meanwhile must not capture the example mid-edit.
+    example = Example.objects.select_for_update().get(pk=example.pk)
+    _refuse_if_used(example)
+    if (
+        not isinstance(messages, list)
+        or len(messages) < 2
+        or not all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) and m.get("role")
+            for m in messages
+        )
+        or messages[-1]["role"] != "assistant"
+    ):
+        raise InvalidDatasetRequest(
+            "messages must be [{role, content}, ...] ending with an assistant message.",
+            field="messages",
+        )
+    before = example.messages
+    example.messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+    example.save(update_fields=["messages", "updated_at"])
+    audit_append(
+        actor=user,
+        action="example.updated",
+        object_type="example",
+        object_id=example.pk,
+        payload={
+            "before_sha256": pipeline.content_hash(before),
+            "after_sha256": pipeline.content_hash(example.messages),
+        },
+    )
+    return example
+
+
+@transaction.atomic
+def example_delete(*, user: AbstractBaseUser, example: Example) -> None:
+    """Delete an example; refused once any dataset version uses it."""
+    example = Example.objects.select_for_update().get(pk=example.pk)
+    _refuse_if_used(example)
+    pk, output_id = example.pk, example.output_id
+    example.delete()
+    audit_append(
+        actor=user,
+        action="example.deleted",
+        object_type="example",
+        object_id=pk,
+        payload={"output_id": output_id},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset versions
+
+
+def dataset_version_transition(*, version: DatasetVersion, to: str, **changes: Any) -> None:
+    """Compare-and-set on the status, against the transition table. Call inside the
+    transaction that also appends the audit event."""
+    frm = DatasetVersion.Status(version.status)
+    if to not in DatasetVersion.TRANSITIONS[frm]:
+        raise DatasetImmutable(f"A dataset version cannot go from {frm} to {to}.")
+    updated = DatasetVersion.objects.filter(pk=version.pk, status=frm).update(status=to, **changes)
+    if updated != 1:
+        raise DatasetImmutable(f"Dataset version {version.pk} changed in the meantime.")
+    version.status = to
+    for key, value in changes.items():
+        setattr(version, key, value)
+
+
+def _validated_name(name: str) -> str:
+    name = (name or "").strip() if isinstance(name, str) else ""
+    if not name or len(name) > 100:
+        raise InvalidDatasetRequest("name must be 1 to 100 characters.", field="name")
+    return name
+
+
+@transaction.atomic
+def dataset_version_create(
+    *,
+    user: AbstractBaseUser,
+    name: str,
+    parent: DatasetVersion | None = None,
+    **options: Any,
+) -> DatasetVersion:
+    """Record a version to build (status building); `options` as for dataset_version_build."""
+    name = _validated_name(name)
+    settings = BuildSettings.from_options(options)
+    if parent is None:
+        parent = (
+            DatasetVersion.objects.filter(name=name, status=DatasetVersion.Status.READY)
+            .order_by("-built_at", "-id")
+            .first()
+        )
+    elif parent.status != DatasetVersion.Status.READY:
+        raise InvalidDatasetRequest("parent must be a ready dataset version.", field="parent")
+    version = DatasetVersion.objects.create(
+        name=name,
+        created_by=user,
+        parent=parent,
+        settings=settings.as_json(),
+        progress={"step": "queued", "done": 0, "total": 0},
+    )
+    audit_append(
+        actor=user,
+        action="dataset_version.requested",
+        object_type="dataset_version",
+        object_id=version.pk,
+        payload={
+            "name": name,
+            "parent": parent.pk if parent else None,
+            "settings": version.settings,
+        },
+    )
+    return version
+
+
+def _set_progress(version_id: int, step: str, done: int, total: int) -> None:
+    DatasetVersion.objects.filter(pk=version_id, status=DatasetVersion.Status.BUILDING).update(
+        progress={"step": step, "done": done, "total": total}
+    )
+
+
+def _candidates(settings: BuildSettings) -> tuple[list[pipeline.Item], int]:
+    """Positive examples matching the filters, as pipeline items; and the negatives count."""
+    examples = Example.objects.all()
+    if settings.queues:
+        examples = examples.filter(queue_name__in=settings.queues)
+    if settings.sources:
+        examples = examples.filter(source__in=settings.sources)
+    if settings.model_name:
+        examples = examples.filter(model_name=settings.model_name)
+    if settings.model_version:
+        examples = examples.filter(model_version=settings.model_version)
+    if settings.resolved_from:
+        examples = examples.filter(resolved_at__gte=datetime.fromisoformat(settings.resolved_from))
+    if settings.resolved_to:
+        examples = examples.filter(resolved_at__lte=datetime.fromisoformat(settings.resolved_to))
+    if settings.tags:
+        examples = examples.filter(
+            output_id__in=Output.objects.filter(tag_rows__name__in=settings.tags).values("id")
+        )
+    if not settings.include_auto_accepted:
+        examples = examples.filter(unreviewed=False)
+    negatives = examples.filter(kind=Example.Kind.NEGATIVE).count()
+    rows = (
+        examples.filter(kind=Example.Kind.POSITIVE, label__in=settings.labels)
+        .order_by("id")
+        .values_list(
+            "id", "messages", "label", "weight", "source", "queue_name", "tags", "original_text"
+        )
+    )
+    items = [
+        pipeline.Item(
+            example_id=eid,
+            messages=messages,
+            label=label,
+            weight=weight,
+            source=source,
+            queue=queue,
+            tags=list(tags or []),
+            rejected_text=original if label == "corrected" else "",
+        )
+        for eid, messages, label, weight, source, queue, tags, original in rows.iterator(
+            chunk_size=5000
+        )
+    ]
+    return items, negatives
+
+
+@dataclass
+class PipelineResult:
+    items: list[pipeline.Item]
+    counts: dict[str, Any]
+
+
+def run_pipeline(
+    items: list[pipeline.Item],
+    settings: BuildSettings,
+    *,
+    progress: Callable[[str], None] | None = None,
+    timings: dict[str, float] | None = None,
+) -> PipelineResult:
+    """All quality steps over candidate items; returns the survivors (with split) and counts."""
+    import time
+
+    def tick(name: str, started: float) -> float:
+        now = time.perf_counter()
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + now - started
+        return now
+
+    reports: list[dict[str, Any]] = []
+    counts: dict[str, Any] = {"candidates": len(items)}
+    clock = time.perf_counter()
+    if settings.normalise:
+        progress and progress("normalise")
+        items, report = pipeline.step_normalise(items)
+        reports.append(report.as_dict())
+        clock = tick("normalise", clock)
+    progress and progress("pii")
+    items, report, per_type = pipeline.step_pii(
+        items, mode=settings.pii, patterns=settings.pii_patterns
+    )
+    reports.append(report.as_dict())
+    counts["pii"] = per_type
+    clock = tick("pii", clock)
+    pipeline.assign_hashes(items)
+    if settings.exact_dedup:
+        progress and progress("exact dedup")
+        items, report = pipeline.step_exact_dedup(items)
+        reports.append(report.as_dict())
+    clock = tick("exact_dedup", clock)
+    progress and progress("near dedup")
+    join_at = min(settings.near_dup_threshold or 1.0, settings.leakage_threshold)
+    graph = pipeline.build_input_graph(items, threshold=join_at, ngram=settings.ngram)
+    group_by_item = {id(item): graph.group_of[i] for i, item in enumerate(items)}
+    if settings.near_dup_threshold:
+        items, report = pipeline.step_near_dedup(
+            items, graph, threshold=settings.near_dup_threshold
+        )
+        reports.append(report.as_dict())
+    clock = tick("near_dedup", clock)
+    progress and progress("length")
+    counter = pipeline.TokenCounter(settings.tokenizer_path or None)
+    items, report = pipeline.step_length(items, counter=counter, max_length=settings.max_length)
+    reports.append(report.as_dict())
+    clock = tick("length", clock)
+    progress and progress("balance")
+    items, report, balance = pipeline.step_balance(items, caps=settings.caps, seed=settings.seed)
+    reports.append(report.as_dict())
+    counts["balance"] = balance
+    clock = tick("balance", clock)
+    progress and progress("split")
+    report = pipeline.step_split(
+        items,
+        seed=settings.seed,
+        eval_fraction=settings.eval_fraction,
+        stratify=settings.stratify,
+    )
+    leak = pipeline.step_leakage(
+        items, graph, lambda item: group_by_item[id(item)], threshold=settings.leakage_threshold
+    )
+    report.changed = leak.changed
+    report.reasons.update(leak.reasons)
+    report.samples = leak.samples
+    report.extra["moved_for_leakage"] = leak.changed
+    reports.append(report.as_dict())
+    tick("split", clock)
+    counts["steps"] = reports
+    counts["total"] = len(items)
+    for split in ("train", "eval"):
+        counts[split] = sum(1 for item in items if item.split == split)
+    for key, attr in (("labels", "label"), ("sources", "source"), ("queues", "queue")):
+        per: dict[str, Counter] = {"train": Counter(), "eval": Counter()}
+        for item in items:
+            per[item.split][getattr(item, attr)] += 1
+        counts[key] = {s: dict(sorted(c.items())) for s, c in per.items()}
+    counts["preference_pairs"] = sum(1 for item in items if item.rejected_text)
+    return PipelineResult(items=items, counts=counts)
+
+
+def manifest_hash(settings: BuildSettings, items: list[pipeline.Item]) -> str:
+    """SHA-256 over the canonical content: the settings, then one line per example (split,
+    content hash, weight, label) in (split, content hash) order. No ids, no times, so the same
+    data gives the same hash on SQLite and PostgreSQL and on every run."""
+    digest = hashlib.sha256()
+    head = {"format": MANIFEST_FORMAT, "settings": settings.manifest_json()}
+    digest.update(pipeline.canonical_json(head).encode("utf-8") + b"\n")
+    for item in sorted(items, key=lambda it: (it.split, it.content_hash, it.label)):
+        line = [item.split, item.content_hash, round(float(item.weight), 6), item.label]
+        digest.update(pipeline.canonical_json(line).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+@transaction.atomic
+def _dataset_version_finish(
+    *, version: DatasetVersion, items: list[pipeline.Item], counts: dict[str, Any], digest: str
+) -> DatasetVersion:
+    version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
+    rows: list[dict[str, Any]] = []
+    for split in ("train", "eval"):
+        members = sorted(
+            (item for item in items if item.split == split),
+            key=lambda it: (it.content_hash, it.example_id),
+        )
+        rows.extend(
+            dict(
+                version_id=version.pk,
+                example_id=item.example_id,
+                split=split,
+                position=position,
+                messages=item.messages,
+                rejected_text=item.rejected_text,
+                weight=item.weight,
+                label=item.label,
+                content_hash=item.content_hash,
+            )
+            for position, item in enumerate(members)
+        )
+    insert_rows(DatasetVersionExample, rows)
+    now = timezone.now()
+    used_outputs = Output.objects.filter(dataset_example__memberships__version_id=version.pk)
+    # Locking the outputs (row locks until commit on PostgreSQL) stops the review loop from
+    # undoing their reviews from here on; the check below catches an undo that slipped in
+    # between reading the examples and this transaction.
+    Output.objects.filter(pk__in=used_outputs.values("pk"), locked_at__isnull=True).update(
+        locked_at=now
+    )
+    changed = (
+        DatasetVersionExample.objects.filter(version_id=version.pk)
+        .filter(
+            ~Q(example__output__status__in=[Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED])
+            | ~Q(example__output__resolution=F("example__label"))
+            | ~Q(example__output__resolved_at=F("example__resolved_at"))
+        )
+        .values_list("example__output_id", flat=True)[:5]
+    )
+    changed_ids = list(changed)
+    if changed_ids:
+        raise SourceChanged(
+            f"Outputs {', '.join(map(str, changed_ids))} changed during the build; build again.",
+            extra={"outputs": changed_ids},
+        )
+    dataset_version_transition(
+        version=version,
+        to=DatasetVersion.Status.READY,
+        manifest_hash=digest,
+        counts=counts,
+        built_at=now,
+        progress={"step": "done", "done": counts["total"], "total": counts["total"]},
+    )
+    audit_append(
+        actor=version.created_by,
+        action="dataset_version.built",
+        object_type="dataset_version",
+        object_id=version.pk,
+        payload={
+            "name": version.name,
+            "manifest_hash": digest,
+            "train": counts["train"],
+            "eval": counts["eval"],
+            "candidates": counts["candidates"],
+            "parent": version.parent_id,
+        },
+    )
+    return version
+
+
+@transaction.atomic
+def dataset_version_fail(*, version_id: int, error: str) -> DatasetVersion | None:
+    """Record that a build failed (with why); a no-op if the version is no longer building."""
+    version = DatasetVersion.objects.select_for_update().filter(pk=version_id).first()
+    if version is None or version.status != DatasetVersion.Status.BUILDING:
+        return version
+    dataset_version_transition(
+        version=version, to=DatasetVersion.Status.FAILED, error=error[:2000], built_at=None
+    )
+    audit_append(
+        actor=version.created_by,
+        action="dataset_version.failed",
+        object_type="dataset_version",
+        object_id=version.pk,
+        payload={"name": version.name, "error": error[:500]},
+    )
+    return version
+
+
+def dataset_version_run(
+    *,
+    version_id: int,
+    progress: ProgressFn | None = None,
+    timings: dict[str, float] | None = None,
+) -> DatasetVersion | None:
+    """Build a version recorded by dataset_version_create. Safe to call twice (a redelivered
+    job): the first caller claims the build; later ones, and a missing version, return None.
+    On failure, records it on the version and re-raises."""
+    claimed = DatasetVersion.objects.filter(
+        pk=version_id, status=DatasetVersion.Status.BUILDING, run_started_at__isnull=True
+    ).update(run_started_at=timezone.now())
+    if claimed != 1:
+        logger.info("dataset version %s: not building or already claimed", version_id)
+        return None
+    version = DatasetVersion.objects.select_related("created_by").get(pk=version_id)
+    import time
+
+    def report(step: str, done: int = 0, total: int = 0) -> None:
+        _set_progress(version_id, step, done, total)
+        if progress:
+            progress(step, done, total)
+
+    try:
+        settings = BuildSettings.from_json(version.settings)
+        started = time.perf_counter()
+        sync = examples_sync(progress=lambda s, d, t: report(s, d, t))
+        if timings is not None:
+            timings["sync_examples"] = time.perf_counter() - started
+        started = time.perf_counter()
+        items, negatives = _candidates(settings)
+        if timings is not None:
+            timings["load_candidates"] = time.perf_counter() - started
+        steps = PIPELINE_STEPS
+
+        def step_progress(step: str) -> None:
+            report(step, steps.index(step), len(steps))
+
+        result = run_pipeline(items, settings, progress=step_progress, timings=timings)
+        result.counts["negatives_available"] = negatives
+        result.counts["sync"] = {"created": sync.created, "removed": sync.removed}
+        started = time.perf_counter()
+        digest = manifest_hash(settings, result.items)
+        if timings is not None:
+            timings["manifest"] = time.perf_counter() - started
+        report("write", 0, len(result.items))
+        started = time.perf_counter()
+        version = _dataset_version_finish(
+            version=version, items=result.items, counts=result.counts, digest=digest
+        )
+        if timings is not None:
+            timings["write"] = time.perf_counter() - started
+        if progress:
+            progress("done", len(result.items), len(result.items))
+        return version
+    except Exception as exc:
+        dataset_version_fail(version_id=version_id, error=f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def dataset_version_build(
+    *,
+    user: AbstractBaseUser,
+    name: str,
+    parent: DatasetVersion | None = None,
+    progress: ProgressFn | None = None,
+    timings: dict[str, float] | None = None,
+    **options: Any,
+) -> DatasetVersion:
+    """Build a dataset version inline and return it, ready.
+
+    Contract (training_app relies on it): `user` (ml_engineer or admin; callers check the
+    role), `name`, optional `parent` (default: the newest ready version of the same name) and
+    keyword options, each validated (InvalidDatasetRequest names the bad one):
+
+    - filters: queues, tags, sources (lists of names), model_name, model_version,
+      resolved_from / resolved_to (ISO 8601), labels (subset of approved, corrected),
+      include_auto_accepted (bool, default False; such examples weigh 0.5);
+    - pipeline: normalise (bool), pii ("mask" | "drop" | "off"), pii_patterns
+      ({"TYPE": regex}), exact_dedup (bool), near_dup_threshold (word n-gram Jaccard on the
+      input, default 0.8; None or 0 turns it off), leakage_threshold (0.8), ngram (3),
+      max_length and tokenizer_path (a tokenizer.json: lengths in tokens, else characters),
+      caps ({"label"|"tag"|"source"|"queue": {value or "*": max}}), seed (0),
+      eval_fraction (0.1), stratify ("" | "label" | "source" | "queue").
+
+    Returns the version with status "ready", its examples split train/eval, counts, settings
+    and manifest_hash; the outputs it uses are locked. On failure the version is marked
+    "failed" with the error, nothing else is written, and the error is raised.
+    For large builds use dataset_version_enqueue (the `datasets` Dramatiq queue).
+    """
+    version = dataset_version_create(user=user, name=name, parent=parent, **options)
+    built = dataset_version_run(version_id=version.pk, progress=progress, timings=timings)
+    assert built is not None  # we created it, so we hold the claim
+    return built
+
+
+def dataset_version_enqueue(
+    *, user: AbstractBaseUser, name: str, parent: DatasetVersion | None = None, **options: Any
+) -> DatasetVersion:
+    """Record a version and have a worker build it (after this transaction commits)."""
+    from .tasks import build_dataset_version
+
+    with transaction.atomic():
+        version = dataset_version_create(user=user, name=name, parent=parent, **options)
+        transaction.on_commit(lambda: build_dataset_version.send(version.pk))
+    return version
+
+
+def candidate_count(**options: Any) -> int:
+    """How many examples a build with these filters would start from (after a sync)."""
+    settings = BuildSettings.from_options(options)
+    examples = Example.objects.filter(kind=Example.Kind.POSITIVE, label__in=settings.labels)
+    if settings.queues:
+        examples = examples.filter(queue_name__in=settings.queues)
+    if not settings.include_auto_accepted:
+        examples = examples.filter(unreviewed=False)
+    pending = Output.objects.filter(
+        status__in=[Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED],
+        dataset_example__isnull=True,
+    ).count()
+    return examples.count() + pending
+
+
+def dataset_version_start(
+    *,
+    user: AbstractBaseUser,
+    name: str,
+    parent: DatasetVersion | None = None,
+    run: str = "auto",
+    **options: Any,
+) -> tuple[DatasetVersion, bool]:
+    """Build inline or as a background job ("auto": inline up to INLINE_LIMIT candidates).
+    Returns the version and whether it was built inline. Used by the API and the pages."""
+    if run not in ("auto", "inline", "background"):
+        raise InvalidDatasetRequest("run must be auto, inline or background.", field="run")
+    if run == "auto":
+        run = "inline" if candidate_count(**options) <= INLINE_LIMIT else "background"
+    if run == "inline":
+        return dataset_version_build(user=user, name=name, parent=parent, **options), True
+    return dataset_version_enqueue(user=user, name=name, parent=parent, **options), False

@@ -1,0 +1,252 @@
+"""Runs through the services: validation, lease, execution, duplicate delivery, cancel,
+failures, the sweeper. The tiny model keeps each run to a few seconds."""
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from reviews.services import audit_verify
+from training_app.errors import InvalidTrainingRequest, TrainingForbidden, TransitionRefused
+from training_app.models import Evaluation, ModelVersion, TrainingRun
+from training_app.services import (
+    base_model_register,
+    training_run_cancel,
+    training_run_claim,
+    training_run_create,
+    training_run_execute,
+    training_runs_sweep,
+)
+from training_app.tasks import train_model_version
+
+FAST = {"num_epochs": 1, "batch_size": 4, "lora_r": 4, "lora_alpha": 8}
+
+
+@pytest.fixture
+def engineer(make_user):
+    return make_user("ml_engineer")
+
+
+def create(engineer, dataset, **kwargs):
+    kwargs.setdefault("hyperparameters", dict(FAST))
+    return training_run_create(user=engineer, dataset_version=dataset, enqueue=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "field"),
+    [
+        ({"lora_r": 0}, "hyperparameters.lora_r"),
+        ({"learning_rate": "fast"}, "hyperparameters.learning_rate"),
+        ({"num_epochs": 1.5}, "hyperparameters.num_epochs"),
+        ({"target_modules": ["attn_everything"]}, "hyperparameters.target_modules"),
+        ({"batch_size": True}, "hyperparameters.batch_size"),
+        ({"warmup": 0.1}, "hyperparameters.warmup"),
+    ],
+)
+def test_it_validates_hyperparameters_up_front_naming_the_field(
+    engineer, make_dataset_version, tiny_base_model, training_dirs, hyperparameters, field
+):
+    with pytest.raises(InvalidTrainingRequest) as caught:
+        create(engineer, make_dataset_version(2, 1), hyperparameters=hyperparameters)
+    assert caught.value.field == field
+    assert not TrainingRun.objects.exists()
+
+
+def test_it_refuses_a_dataset_version_that_is_not_ready(
+    engineer, make_dataset_version, tiny_base_model, training_dirs
+):
+    with pytest.raises(InvalidTrainingRequest) as caught:
+        create(engineer, make_dataset_version(2, 1, status="building"))
+    assert caught.value.field == "dataset_version"
+
+
+@pytest.mark.parametrize("role", ["reviewer", "lead", "approver", "deployer", "auditor", None])
+def test_only_ml_engineers_and_admins_launch(
+    make_user, make_dataset_version, tiny_base_model, training_dirs, role
+):
+    with pytest.raises(TrainingForbidden):
+        create(make_user(role), make_dataset_version(2, 1))
+
+
+def test_it_creates_the_run_and_its_version_and_enqueues_after_commit(
+    make_user,
+    make_dataset_version,
+    tiny_base_model,
+    training_dirs,
+    django_capture_on_commit_callbacks,
+):
+    admin = make_user("admin")
+    import dramatiq
+
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        run = training_run_create(
+            user=admin, dataset_version=make_dataset_version(2, 1), hyperparameters=FAST
+        )
+    assert broker.queues["training"].qsize() == 0  # nothing is sent before the commit
+    for callback in callbacks:
+        callback()
+    assert broker.queues["training"].qsize() == 1
+    version = run.model_version
+    assert run.status == "queued" and version.status == "training"
+    assert version.config["hyperparameters"]["lora_r"] == 4
+    assert version.base_model_ref["weight_sha256"] == tiny_base_model.weight_sha256
+    broker.flush_all()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_trains_a_run_into_a_model_version_with_manifest_and_environment(
+    make_user, make_dataset_version, tiny_base_model, training_dirs
+):
+    engineer = make_user("ml_engineer")
+    run = create(engineer, make_dataset_version(8, 4))
+    seen = []
+    result = training_run_execute(
+        run_id=run.pk, owner="worker-a", evaluate="inline", on_progress=seen.append
+    )
+    assert result is not None
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.failure_reason
+    assert run.progress["step"] == run.progress["total_steps"] == 2
+    assert {"loss", "lr", "tokens_per_s", "eta_s"} <= set(run.progress)
+    assert [p[0] for p in run.loss_history] == [1, 2] and len(run.eval_history) == 1
+    assert "adapter" in run.log_tail and len(seen) == 2
+    version = ModelVersion.objects.get(run=run)
+    # Trained, then evaluated inline against the bare base model.
+    assert version.status == "evaluated"
+    folder = Path(version.artifact_dir)
+    assert set(version.manifest) == {"adapter_model.safetensors", "adapter_config.json"}
+    from training_app.training.base_model import sha256_file
+
+    assert all(sha256_file(folder / name) == digest for name, digest in version.manifest.items())
+    config = json.loads((folder / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == tiny_base_model.name  # not a local path
+    assert version.environment["libraries"]["peft"] and version.environment["device"] == "cpu"
+    assert version.metrics["best_eval_loss"] == pytest.approx(run.eval_history[0]["eval_loss"])
+    evaluation = Evaluation.objects.get(version=version)
+    assert evaluation.status == "done" and evaluation.reference is None
+    assert evaluation.metrics["candidate"]["eval_loss"] > 0
+    assert len(evaluation.samples) == 3
+    assert audit_verify() > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_duplicate_delivery_does_nothing(
+    make_user, make_dataset_version, tiny_base_model, training_dirs
+):
+    run = create(make_user("ml_engineer"), make_dataset_version(2, 1))
+    assert training_run_claim(run_id=run.pk, owner="worker-a") is not None
+    # The same message delivered again, to another worker, while worker-a trains.
+    train_model_version.fn(str(run.pk))
+    run.refresh_from_db()
+    assert (run.status, run.lease_owner, run.attempts) == ("running", "worker-a", 1)
+    assert not (Path(run.work_dir) / "output").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_after_the_run_finished_does_nothing(
+    make_user, make_dataset_version, tiny_base_model, training_dirs
+):
+    run = create(make_user("ml_engineer"), make_dataset_version(4, 2))
+    training_run_execute(run_id=run.pk, owner="worker-a", evaluate="skip")
+    version = ModelVersion.objects.get(run=run)
+    before = (version.manifest, Path(version.artifact_dir).stat().st_mtime_ns)
+    assert training_run_execute(run_id=run.pk, owner="worker-b") is None
+    version.refresh_from_db()
+    assert (version.manifest, Path(version.artifact_dir).stat().st_mtime_ns) == before
+    assert ModelVersion.objects.count() == 1
+
+
+def test_cancelling_a_queued_run_is_immediate(
+    engineer, make_user, make_dataset_version, tiny_base_model, training_dirs
+):
+    run = create(engineer, make_dataset_version(2, 1))
+    run = training_run_cancel(user=engineer, run=run)
+    assert run.status == "cancelled"
+    assert ModelVersion.objects.get(run=run).status == "cancelled"
+    assert training_run_claim(run_id=run.pk, owner="late-worker") is None
+    with pytest.raises(TransitionRefused):
+        training_run_cancel(user=engineer, run=run)
+    with pytest.raises(TrainingForbidden):
+        training_run_cancel(user=make_user("approver"), run=run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancelling_a_running_run_stops_it_within_one_step(
+    make_user, make_dataset_version, tiny_base_model, training_dirs
+):
+    engineer = make_user("ml_engineer")
+    run = create(engineer, make_dataset_version(16, 2), hyperparameters={**FAST, "batch_size": 2})
+    steps = []
+
+    def cancel_at_step_2(progress):
+        steps.append(progress.step)
+        if progress.step == 2:
+            training_run_cancel(user=engineer, run=run)
+
+    training_run_execute(run_id=run.pk, owner="worker-a", on_progress=cancel_at_step_2)
+    run.refresh_from_db()
+    assert run.status == "cancelled" and steps == [1, 2]
+    assert ModelVersion.objects.get(run=run).status == "cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_nan_loss_fails_the_run_with_its_reason(
+    make_user, make_dataset_version, nan_model_dir, training_dirs
+):
+    nan_model = base_model_register(user=None, name="nan-model", folder=nan_model_dir)
+    run = create(make_user("ml_engineer"), make_dataset_version(4, 1), base_model=nan_model)
+    training_run_execute(run_id=run.pk, owner="worker-a")
+    run.refresh_from_db()
+    assert run.status == "failed" and "loss is nan" in run.failure_reason
+    version = ModelVersion.objects.get(run=run)
+    assert version.status == "failed" and not ModelVersion.TRANSITIONS["failed"]
+
+
+def test_the_sweeper_requeues_stale_runs_then_fails_them_after_max_attempts(
+    engineer, make_dataset_version, tiny_base_model, training_dirs, settings
+):
+    settings.SIGNOFF_TRAINING = {**settings.SIGNOFF_TRAINING, "MAX_ATTEMPTS": 2}
+    run = create(engineer, make_dataset_version(2, 1))
+    later = timezone.now() + timedelta(seconds=settings.SIGNOFF_TRAINING["STALE_AFTER_SECONDS"] + 1)
+    assert training_run_claim(run_id=run.pk, owner="w1")
+    assert training_runs_sweep() == {"requeued": [], "failed": [], "cancelled": []}  # fresh
+    assert training_runs_sweep(now=later)["requeued"] == [str(run.pk)]
+    run.refresh_from_db()
+    assert (run.status, run.lease_owner) == ("queued", "")
+    assert training_run_claim(run_id=run.pk, owner="w2")
+    assert training_runs_sweep(now=later)["failed"] == [str(run.pk)]
+    run.refresh_from_db()
+    assert run.status == "failed" and "lost its worker 2 times" in run.failure_reason
+    assert ModelVersion.objects.get(run=run).status == "failed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_requeued_run_resumes_from_its_checkpoint(
+    make_user, make_dataset_version, tiny_base_model, training_dirs
+):
+    """A worker dies after a checkpoint; the sweeper requeues; the next worker resumes."""
+    engineer = make_user("ml_engineer")
+    params = {**FAST, "batch_size": 2, "checkpoint_every_steps": 2}
+    run = create(engineer, make_dataset_version(8, 2), hyperparameters=params)
+
+    class WorkerDied(BaseException):
+        pass
+
+    def die_at_step_3(progress):
+        if progress.step == 3:
+            raise WorkerDied()
+
+    with pytest.raises(WorkerDied):
+        training_run_execute(run_id=run.pk, owner="w1", on_progress=die_at_step_3)
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert training_runs_sweep()["requeued"] == [str(run.pk)]
+    training_run_execute(run_id=run.pk, owner="w2", evaluate="skip")
+    run.refresh_from_db()
+    version = ModelVersion.objects.get(run=run)
+    assert run.status == "succeeded" and run.attempts == 2
+    assert version.metrics["resumed_from_step"] == 2
+    assert [p[0] for p in run.loss_history] == [1, 2, 3, 4]

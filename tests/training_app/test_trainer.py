@@ -1,0 +1,254 @@
+"""The trainer alone: no Django, a tiny model built in seconds."""
+
+import json
+import math
+import shutil
+
+import pytest
+
+from training_app.training import data
+from training_app.training.base_model import UnsafeModelFolder, check_folder
+from training_app.training.trainer import (
+    TrainingArguments,
+    TrainingCancelled,
+    TrainingFailed,
+    TrainingHooks,
+    is_out_of_memory,
+    load_tokenizer,
+    run,
+)
+
+from .conftest import demo_rows
+
+
+def args_for(model_dir, splits, out, **overrides) -> TrainingArguments:
+    train, evals = splits
+    values = dict(
+        base_model_path=str(model_dir),
+        train_file=str(train),
+        eval_file=str(evals),
+        output_dir=str(out),
+        num_epochs=2,
+        batch_size=4,
+        checkpoint_every_steps=3,
+        lora_r=4,
+        lora_alpha=8,
+        device="cpu",
+    )
+    values.update(overrides)
+    return TrainingArguments(**values)
+
+
+def adapter_tensors(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_it_puts_the_loss_on_the_assistant_answer_only(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    row = demo_rows(1)[0]
+    example, truncated = data.encode(tokenizer, row, max_length=512)
+    assert not truncated
+    answer_ids = [t for t in example.labels if t != data.IGNORE_INDEX]
+    text = tokenizer.decode(answer_ids)
+    assert text.startswith(row["messages"][-1]["content"])
+    assert "<|im_start|>" not in text  # no prompt token is trained on
+    prompt_len = example.labels.index(answer_ids[0])
+    assert "Harbor Mutual" in tokenizer.decode(example.input_ids[:prompt_len])
+
+
+def test_it_keeps_the_answer_when_truncating_a_long_prompt(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    row = demo_rows(1)[0]
+    row["messages"][1]["content"] = "word " * 400
+    example, truncated = data.encode(tokenizer, row, max_length=96)
+    assert truncated and len(example.input_ids) <= 96
+    assert example.target_tokens > 10
+
+
+def test_it_groups_batches_by_length_and_covers_every_example_once():
+    lengths = [(i * 37) % 101 + 5 for i in range(200)]
+    batches = data.length_grouped_batches(lengths, 8, seed=1, epoch=0)
+    flat = sorted(i for batch in batches for i in batch)
+    assert flat == list(range(200))
+    padded = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    assert padded / sum(lengths) < 1.1  # under 10 % of the compute goes to padding
+    assert batches == data.length_grouped_batches(lengths, 8, seed=1, epoch=0)
+    assert batches != data.length_grouped_batches(lengths, 8, seed=1, epoch=1)
+
+
+def test_it_trains_evaluates_every_epoch_and_saves_a_safetensors_adapter(
+    tiny_model_dir, jsonl_splits, tmp_path
+):
+    seen = []
+
+    class Hooks(TrainingHooks):
+        def on_progress(self, p):
+            seen.append(p)
+
+    result = run(args_for(tiny_model_dir, jsonl_splits, tmp_path / "out"), Hooks())
+    assert result.steps == result.total_steps == 8
+    assert [e["epoch"] for e in result.eval_history] == [0, 1]
+    assert result.best_eval_loss == min(e["eval_loss"] for e in result.eval_history)
+    adapter = tmp_path / "out" / "adapter"
+    assert {p.name for p in adapter.iterdir()} >= {
+        "adapter_config.json",
+        "adapter_model.safetensors",
+    }
+    assert not [p for p in adapter.iterdir() if p.suffix in {".bin", ".pt"}]
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
+    assert [p.step for p in seen] == list(range(1, 9))
+    assert all(p.tokens_per_second > 0 and p.learning_rate >= 0 for p in seen)
+    assert seen[-1].eta_seconds == 0
+    # Checkpoints carry the optimizer, scheduler and RNG states; only the last two are kept.
+    checkpoints = sorted((tmp_path / "out" / "checkpoints").iterdir())
+    assert [c.name for c in checkpoints] == ["step-000006", "step-000008"]
+    assert {p.name for p in checkpoints[-1].iterdir()} >= {
+        "adapter",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng.pt",
+        "trainer_state.json",
+    }
+
+
+class Crash(Exception):
+    pass
+
+
+def test_it_resumes_after_a_crash_with_the_same_result_as_an_uninterrupted_run(
+    tiny_model_dir, jsonl_splits, tmp_path
+):
+    whole = run(args_for(tiny_model_dir, jsonl_splits, tmp_path / "whole"))
+
+    class CrashAtStep5(TrainingHooks):
+        def on_progress(self, p):
+            if p.step == 5:
+                raise Crash()
+
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        run(args_for(tiny_model_dir, jsonl_splits, crashed), CrashAtStep5())
+    resumed = run(args_for(tiny_model_dir, jsonl_splits, crashed))
+    assert resumed.resumed_from_step == 4  # the epoch-end checkpoint (4 steps per epoch)
+    assert resumed.steps == whole.steps
+    assert resumed.best_eval_loss == pytest.approx(whole.best_eval_loss, rel=1e-5)
+    a, b = adapter_tensors(tmp_path / "whole" / "adapter"), adapter_tensors(crashed / "adapter")
+    assert a.keys() == b.keys()
+    assert all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
+
+
+def test_it_resumes_from_a_mid_epoch_checkpoint(tiny_model_dir, jsonl_splits, tmp_path):
+    splits = jsonl_splits
+    whole = run(
+        args_for(
+            tiny_model_dir,
+            splits,
+            tmp_path / "whole",
+            num_epochs=1,
+            batch_size=2,
+            checkpoint_every_steps=3,
+        )
+    )
+
+    class CrashAtStep5(TrainingHooks):
+        def on_progress(self, p):
+            if p.step == 5:
+                raise Crash()
+
+    out = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        run(
+            args_for(
+                tiny_model_dir, splits, out, num_epochs=1, batch_size=2, checkpoint_every_steps=3
+            ),
+            CrashAtStep5(),
+        )
+    resumed = run(
+        args_for(tiny_model_dir, splits, out, num_epochs=1, batch_size=2, checkpoint_every_steps=3)
+    )
+    assert resumed.resumed_from_step == 3
+    a, b = adapter_tensors(tmp_path / "whole" / "adapter"), adapter_tensors(out / "adapter")
+    assert all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
+    assert resumed.best_eval_loss == pytest.approx(whole.best_eval_loss, rel=1e-5)
+
+
+def test_it_stops_within_one_step_when_cancelled(tiny_model_dir, jsonl_splits, tmp_path):
+    steps = []
+
+    class CancelAfter2(TrainingHooks):
+        def should_stop(self):
+            return len(steps) >= 2
+
+        def on_progress(self, p):
+            steps.append(p.step)
+
+    with pytest.raises(TrainingCancelled):
+        run(args_for(tiny_model_dir, jsonl_splits, tmp_path / "out"), CancelAfter2())
+    assert steps == [1, 2]
+
+
+def test_it_fails_on_a_nan_loss_with_the_reason(nan_model_dir, jsonl_splits, tmp_path):
+    with pytest.raises(TrainingFailed, match="loss is nan at step 1"):
+        run(args_for(nan_model_dir, jsonl_splits, tmp_path / "out"))
+    assert not (tmp_path / "out" / "adapter").exists()
+
+
+def test_it_recognises_out_of_memory_errors():
+    import torch
+
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: 9 GB"))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_it_refuses_pickled_weights_and_remote_code(tiny_model_dir, tmp_path):
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, pickled)
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(UnsafeModelFolder, match="pickled"):
+        check_folder(pickled)
+    remote = tmp_path / "remote"
+    shutil.copytree(tiny_model_dir, remote)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.Evil"}
+    (remote / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsafeModelFolder, match="remote code"):
+        check_folder(remote)
+    with pytest.raises(UnsafeModelFolder):
+        run(args_for(remote, (tmp_path / "x", None), tmp_path / "out"))
+
+
+def test_generation_scores():
+    from training_app.training.evaluate import generation_scores, rouge_l, token_f1
+
+    assert token_f1("the cat sat", "the cat sat") == 1.0
+    assert token_f1("a b", "c d") == 0.0
+    assert rouge_l("a b c d", "a c d") == pytest.approx(2 * (3 / 4) * 1 / (3 / 4 + 1))
+    scores = generation_scores([("Next step: call us.", "next step: call us"), ("x", "y z")])
+    assert scores["exact_match"] == 0.5
+    assert scores["length_ratio"] == pytest.approx((4 / 4 + 1 / 2) / 2)
+
+
+def test_it_evaluates_a_candidate_against_the_base(tiny_model_dir, jsonl_splits, tmp_path):
+    from training_app.training.evaluate import EvaluationArguments
+    from training_app.training.evaluate import run as evaluate
+
+    run(args_for(tiny_model_dir, jsonl_splits, tmp_path / "out", num_epochs=1))
+    result = evaluate(
+        EvaluationArguments(
+            base_model_path=str(tiny_model_dir),
+            candidate_adapter_path=str(tmp_path / "out" / "adapter"),
+            eval_file=str(jsonl_splits[1]),
+            generation_samples=2,
+            max_new_tokens=4,
+            device="cpu",
+        )
+    )
+    for side in (result.candidate, result.reference):
+        assert math.isfinite(side["eval_loss"]) and side["perplexity"] > 1
+        assert set(side) >= {"exact_match", "token_f1", "rouge_l", "length_ratio"}
+    assert result.candidate["eval_loss"] != result.reference["eval_loss"]
+    assert len(result.samples) == 2 and result.samples[0]["expected"]

@@ -1,0 +1,38 @@
+"""Read-only views: every change goes through the services (and the audit chain)."""
+
+from django.contrib import admin
+
+from .models import BaseModel, Evaluation, ModelVersion, TrainingRun
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(BaseModel)
+class BaseModelAdmin(ReadOnlyAdmin):
+    list_display = ["name", "architecture", "revision", "folder", "created_at"]
+
+
+@admin.register(TrainingRun)
+class TrainingRunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "status", "dataset_version", "base_model", "attempts", "created_at"]
+    list_filter = ["status"]
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(ReadOnlyAdmin):
+    list_display = ["name", "status", "base_model", "dataset_version", "created_at"]
+    list_filter = ["status"]
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "version", "reference", "status", "created_at"]

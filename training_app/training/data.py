@@ -1,0 +1,155 @@
+"""Chat examples to token ids with the loss on the assistant's answer only, and batches grouped
+by length so that almost no compute goes to padding."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE_INDEX everywhere but the assistant's answer
+    weight: float
+    example_id: str
+
+    @property
+    def target_tokens(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+@dataclass
+class EncodeStats:
+    rows: int = 0
+    kept: int = 0
+    truncated: int = 0
+    dropped: int = 0  # nothing of the answer left after truncation
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
+    count = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def _ids(tokenizer, messages: list[dict[str, str]], *, generation_prompt: bool) -> list[int]:
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=generation_prompt
+    )
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def prompt_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of the conversation up to where the assistant starts answering."""
+    return _ids(tokenizer, messages, generation_prompt=True)
+
+
+def encode(tokenizer, row: dict[str, Any], max_length: int) -> tuple[Example | None, bool]:
+    """One dataset row -> an Example whose labels cover only the last (assistant) message.
+
+    Long prompts lose their beginning (the question and the answer matter most); an answer that
+    still does not fit is cut at the end. Returns (example or None, was_truncated)."""
+    messages = row["messages"]
+    if not messages or messages[-1]["role"] != "assistant":
+        raise ValueError(f"row {row.get('example_id')}: the last message must be the assistant's")
+    prompt = prompt_ids(tokenizer, messages[:-1])
+    full = _ids(tokenizer, messages, generation_prompt=False)
+    if full[: len(prompt)] != prompt:
+        # Templates that rewrite earlier turns once an answer follows: fall back to the longest
+        # common prefix, so the label mask still starts where the answer starts.
+        common = 0
+        for a, b in zip(prompt, full, strict=False):
+            if a != b:
+                break
+            common += 1
+        prompt = full[:common]
+    answer = full[len(prompt) :]
+    truncated = False
+    if len(full) > max_length:
+        truncated = True
+        keep_prompt = max(max_length - len(answer), min(len(prompt), max_length // 2))
+        prompt = prompt[len(prompt) - keep_prompt :] if keep_prompt > 0 else []
+        answer = answer[: max_length - len(prompt)]
+    if not answer:
+        return None, truncated
+    example = Example(
+        input_ids=prompt + answer,
+        labels=[IGNORE_INDEX] * len(prompt) + answer,
+        weight=float(row.get("weight", 1.0) or 1.0),
+        example_id=str(row.get("example_id", "")),
+    )
+    return example, truncated
+
+
+def encode_all(
+    tokenizer, rows: Iterable[dict[str, Any]], max_length: int
+) -> tuple[list[Example], EncodeStats]:
+    stats = EncodeStats()
+    examples = []
+    for row in rows:
+        stats.rows += 1
+        example, truncated = encode(tokenizer, row, max_length)
+        stats.truncated += int(truncated)
+        if example is None:
+            stats.dropped += 1
+            continue
+        examples.append(example)
+    stats.kept = len(examples)
+    return examples, stats
+
+
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, *, seed: int, epoch: int, mega: int = 32
+) -> list[list[int]]:
+    """Batches of indices of similar length, reproducible from (seed, epoch).
+
+    Shuffle, sort within windows of `mega` batches by length, cut into batches, shuffle the
+    batches: padding stays small while every epoch still sees a different order. Resuming
+    recomputes the same list and skips the batches already done."""
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * mega
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i], reverse=True)
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
+    """Right-pad to the longest in the batch (batches are length-grouped, so little padding)."""
+    import torch
+
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    weights = torch.tensor([e.weight for e in examples], dtype=torch.float32)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        mask[row, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "weights": weights}
+
+
+def chunked(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

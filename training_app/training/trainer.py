@@ -1,0 +1,550 @@
+"""LoRA supervised fine-tuning of a causal LM on chat examples, CPU or GPU.
+
+Shaped like peft's and trl's example scripts: a dataclass of arguments, `run(args)`, resume from
+the last checkpoint, adapters saved as safetensors. Signoff calls `run` from its Dramatiq worker
+with hooks that write progress to the database; it also runs alone:
+
+    python -m training_app.training.trainer --base_model_path var/models/smollm2-135m-instruct \
+        --train_file train.jsonl --eval_file eval.jsonl --output_dir out/
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .base_model import check_folder
+from .data import IGNORE_INDEX, EncodeStats, Example, chunked, collate, encode_all, read_jsonl
+from .data import length_grouped_batches as _batches
+from .hyperparameters import ALL_LINEAR
+
+
+@dataclass
+class TrainingArguments:
+    base_model_path: str = field(metadata={"help": "Local folder of the base model (safetensors)."})
+    train_file: str = field(metadata={"help": "JSONL of {example_id, messages, weight}."})
+    output_dir: str = field(metadata={"help": "Checkpoints and the final adapter go here."})
+    eval_file: str | None = field(default=None, metadata={"help": "JSONL of the eval split."})
+    parent_adapter_path: str | None = field(
+        default=None, metadata={"help": "Continue training this LoRA adapter instead of a new one."}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
+    target_modules: list[str] = field(
+        default_factory=lambda: list(ALL_LINEAR),
+        metadata={"help": "Module names that get adapters (default: every linear layer)."},
+    )
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    num_epochs: int = field(default=2, metadata={"help": "Passes over the training split."})
+    batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Forward passes per optimizer step."}
+    )
+    max_length: int = field(default=256, metadata={"help": "Tokens per example, at most."})
+    seed: int = field(default=42, metadata={"help": "Seed for init, dropout and batch order."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps warming up."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    checkpoint_every_steps: int = field(
+        default=50, metadata={"help": "Checkpoint every N steps (and at every epoch end)."}
+    )
+    keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept on disk."})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Stop after this many steps (smoke runs)."}
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
+    resume: bool = field(default=True, metadata={"help": "Resume from the last checkpoint."})
+
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int
+    epoch: int
+    loss: float
+    learning_rate: float
+    tokens_per_second: float
+    eta_seconds: float
+    elapsed_seconds: float
+
+
+@dataclass
+class TrainingResult:
+    adapter_dir: str
+    steps: int
+    total_steps: int
+    epochs_done: int
+    final_train_loss: float | None
+    eval_history: list[dict[str, float]]
+    best_eval_loss: float | None
+    best_step: int | None
+    train_tokens: int
+    tokens_per_second: float
+    seconds: float
+    resumed_from_step: int | None
+    device: str
+    dtype: str
+    train_examples: dict[str, int]
+    eval_examples: dict[str, int]
+    trainable_parameters: int
+    loss_history: list[list[float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainingCancelled(Exception):
+    """The caller asked to stop; raised between two steps."""
+
+
+class TrainingFailed(Exception):
+    """The run cannot succeed (NaN loss, out of memory, no data): the reason is the message."""
+
+
+class TrainingHooks:
+    """What the caller sees of a run. Signoff's worker writes these to the database."""
+
+    def should_stop(self) -> bool:
+        return False
+
+    def on_progress(self, progress: Progress) -> None:
+        pass
+
+    def on_eval(self, *, step: int, epoch: int, eval_loss: float) -> None:
+        pass
+
+    def on_checkpoint(self, *, step: int, path: str) -> None:
+        pass
+
+    def on_log(self, line: str) -> None:
+        pass
+
+
+def set_seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(name: str) -> tuple[str, Any]:
+    """(device, dtype): bf16 on a GPU, fp32 with every core on the CPU."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return "cuda", torch.bfloat16
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, cores or 1))
+    return "cpu", torch.float32
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text
+    )
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(path: str, *, device: str, dtype: Any):
+    from transformers import AutoModelForCausalLM
+
+    check_folder(Path(path))  # refuses pickled weights and remote code before anything loads
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=False
+    )
+    return model.to(device)
+
+
+def token_losses(model, batch: dict[str, Any], device: str):
+    """Per-sequence sum of token losses on the labelled (assistant) tokens, and their counts."""
+    import torch
+    import torch.nn.functional as F
+
+    ids = batch["input_ids"].to(device)
+    labels = batch["labels"].to(device)
+    logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits
+    logits = logits[:, :-1, :].float()
+    targets = labels[:, 1:]
+    losses = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view(targets.shape)
+    counts = (targets != IGNORE_INDEX).sum(dim=1)
+    return losses.sum(dim=1), counts.to(torch.float32)
+
+
+def evaluate_loss(
+    model,
+    examples: list[Example],
+    *,
+    pad_id: int,
+    device: str,
+    batch_size: int,
+    hooks: TrainingHooks | None = None,
+) -> float:
+    """Mean token loss over the answers of `examples` (every token counts once)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0.0
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))
+    with torch.no_grad():
+        for group in chunked(ordered, batch_size):
+            if hooks is not None and hooks.should_stop():
+                raise TrainingCancelled()
+            sums, counts = token_losses(model, collate(group, pad_id), device)
+            total += float(sums.sum())
+            count += float(counts.sum())
+    if was_training:
+        model.train()
+    return total / max(count, 1.0)
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        remaining = max(1, total_steps - warmup_steps)
+        return max(0.0, 1.0 - (step - warmup_steps) / remaining)
+
+    return factor
+
+
+def _checkpoints(root: Path) -> list[Path]:
+    if not root.is_dir():
+        return []
+    done = [p for p in root.iterdir() if p.is_dir() and (p / "trainer_state.json").is_file()]
+    return sorted(done, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    found = _checkpoints(Path(output_dir) / "checkpoints")
+    return found[-1] if found else None
+
+
+class _Run:
+    """One training run's mutable state; `TrainingArguments` stays a plain record."""
+
+    def __init__(self, args: TrainingArguments, hooks: TrainingHooks):
+        self.args = args
+        self.hooks = hooks
+        self.out = Path(args.output_dir)
+        self.state: dict[str, Any] = {
+            "step": 0,
+            "epoch": 0,
+            "loss_history": [],
+            "eval_history": [],
+            "best_eval_loss": None,
+            "best_step": None,
+            "train_tokens": 0,
+        }
+
+    def log(self, line: str) -> None:
+        self.hooks.on_log(line)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self, model, optimizer, scheduler) -> Path:
+        import torch
+
+        root = self.out / "checkpoints"
+        final = root / f"step-{self.state['step']:06d}"
+        tmp = root / f".tmp-step-{self.state['step']:06d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        model.save_pretrained(str(tmp / "adapter"), safe_serialization=True)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, tmp / "rng.pt")
+        (tmp / "python_rng.json").write_text(json.dumps(random.getstate()))
+        # Written last: a folder without it is an interrupted save and is never resumed from.
+        (tmp / "trainer_state.json").write_text(json.dumps(self.state))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in _checkpoints(root)[: -max(1, self.args.keep_checkpoints)]:
+            shutil.rmtree(old, ignore_errors=True)
+        self.hooks.on_checkpoint(step=self.state["step"], path=str(final))
+        self.log(f"checkpoint at step {self.state['step']}: {final}")
+        return final
+
+    def load_checkpoint(self, path: Path, model, optimizer, scheduler) -> None:
+        import torch
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = load_file(str(path / "adapter" / "adapter_model.safetensors"))
+        set_peft_model_state_dict(model, weights)
+        # weights_only: these files hold tensors and numbers; nothing in them may run code.
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        rng = torch.load(path / "rng.pt", weights_only=True)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        state = json.loads((path / "python_rng.json").read_text())
+        random.setstate((state[0], tuple(state[1]), state[2]))
+        self.state = json.loads((path / "trainer_state.json").read_text())
+
+
+def _build_model(args: TrainingArguments, device: str, dtype: Any):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    model = load_base_model(args.base_model_path, device=device, dtype=dtype)
+    if args.parent_adapter_path:
+        model = PeftModel.from_pretrained(model, args.parent_adapter_path, is_trainable=True)
+    else:
+        config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            target_modules=list(args.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
+    return model.to(device)
+
+
+def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> TrainingResult:
+    """Train, evaluating every epoch and keeping the adapter with the best eval loss."""
+    import torch
+
+    hooks = hooks or TrainingHooks()
+    started = time.monotonic()
+    set_seed(args.seed)
+    device, dtype = resolve_device(args.device)
+    job = _Run(args, hooks)
+    job.out.mkdir(parents=True, exist_ok=True)
+
+    check_folder(Path(args.base_model_path))  # before anything reads from the folder
+    tokenizer = load_tokenizer(args.base_model_path)
+    pad_id = int(tokenizer.pad_token_id)
+    train, train_stats = encode_all(tokenizer, read_jsonl(args.train_file), args.max_length)
+    evals, eval_stats = (
+        encode_all(tokenizer, read_jsonl(args.eval_file), args.max_length)
+        if args.eval_file
+        else ([], EncodeStats())
+    )
+    if not train:
+        raise TrainingFailed("the training split has no usable examples")
+    job.log(
+        f"{train_stats.kept} training examples ({train_stats.truncated} truncated, "
+        f"{train_stats.dropped} dropped), {eval_stats.kept} eval examples; device {device}"
+    )
+
+    model = _build_model(args, device, dtype)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    lengths = [len(e.input_ids) for e in train]
+    batches_per_epoch = math.ceil(len(train) / args.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / args.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * args.num_epochs
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps)
+    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total_steps, int(total_steps * args.warmup_ratio))
+    )
+
+    resumed_from = None
+    checkpoint = last_checkpoint(args.output_dir) if args.resume else None
+    if checkpoint is not None:
+        job.load_checkpoint(checkpoint, model, optimizer, scheduler)
+        resumed_from = job.state["step"]
+        job.log(f"resumed from {checkpoint} (step {resumed_from})")
+
+    state = job.state
+    session_tokens, session_steps, session_start = 0, 0, time.monotonic()
+    best_dir = job.out / "best-adapter"
+
+    def evaluate_now(epoch: int) -> None:
+        loss = evaluate_loss(
+            model, evals, pad_id=pad_id, device=device, batch_size=args.batch_size, hooks=hooks
+        )
+        state["eval_history"].append({"step": state["step"], "epoch": epoch, "eval_loss": loss})
+        hooks.on_eval(step=state["step"], epoch=epoch, eval_loss=loss)
+        job.log(f"epoch {epoch}: eval loss {loss:.4f} at step {state['step']}")
+        if state["best_eval_loss"] is None or loss < state["best_eval_loss"]:
+            state["best_eval_loss"], state["best_step"] = loss, state["step"]
+            shutil.rmtree(best_dir, ignore_errors=True)
+            model.save_pretrained(str(best_dir), safe_serialization=True)
+
+    model.train()
+    stop = False
+    for epoch in range(state["epoch"], args.num_epochs):
+        groups = list(
+            chunked(
+                _batches(lengths, args.batch_size, seed=args.seed, epoch=epoch),
+                args.gradient_accumulation_steps,
+            )
+        )
+        for local, group in enumerate(groups):
+            if epoch * steps_per_epoch + local < state["step"]:
+                continue  # done before the checkpoint we resumed from
+            if hooks.should_stop():
+                raise TrainingCancelled()
+            try:
+                loss, tokens = _step(
+                    model,
+                    optimizer,
+                    scheduler,
+                    group,
+                    train,
+                    pad_id,
+                    device,
+                    args,
+                    trainable,
+                    state["step"],
+                )
+            except (TrainingFailed, TrainingCancelled):
+                raise
+            except Exception as exc:
+                if is_out_of_memory(exc):
+                    raise TrainingFailed(
+                        f"out of memory at step {state['step'] + 1}: {exc}"
+                    ) from exc
+                raise
+            state["step"] += 1
+            state["train_tokens"] += tokens
+            session_tokens += tokens
+            session_steps += 1
+            lr = scheduler.get_last_lr()[0]
+            state["loss_history"].append([state["step"], loss, lr])
+            elapsed = time.monotonic() - session_start
+            hooks.on_progress(
+                Progress(
+                    step=state["step"],
+                    total_steps=total_steps,
+                    epoch=epoch,
+                    loss=loss,
+                    learning_rate=lr,
+                    tokens_per_second=session_tokens / max(elapsed, 1e-9),
+                    eta_seconds=(total_steps - state["step"]) * elapsed / session_steps,
+                    elapsed_seconds=time.monotonic() - started,
+                )
+            )
+            last_of_epoch = local == len(groups) - 1
+            if args.max_steps and state["step"] >= args.max_steps:
+                stop = True
+                break
+            if (
+                args.checkpoint_every_steps
+                and state["step"] % args.checkpoint_every_steps == 0
+                and not last_of_epoch
+            ):
+                job.save_checkpoint(model, optimizer, scheduler)
+        if evals:
+            evaluate_now(epoch)
+        state["epoch"] = epoch + 1
+        if stop:
+            break
+        job.save_checkpoint(model, optimizer, scheduler)
+
+    final_dir = job.out / "adapter"
+    shutil.rmtree(final_dir, ignore_errors=True)
+    if best_dir.is_dir():
+        shutil.copytree(best_dir, final_dir)
+    else:
+        model.save_pretrained(str(final_dir), safe_serialization=True)
+    job.log(f"adapter saved to {final_dir}")
+    seconds = time.monotonic() - started
+    history = state["loss_history"]
+    return TrainingResult(
+        adapter_dir=str(final_dir),
+        steps=state["step"],
+        total_steps=total_steps,
+        epochs_done=state["epoch"],
+        final_train_loss=history[-1][1] if history else None,
+        eval_history=state["eval_history"],
+        best_eval_loss=state["best_eval_loss"],
+        best_step=state["best_step"],
+        train_tokens=state["train_tokens"],
+        tokens_per_second=session_tokens / max(time.monotonic() - session_start, 1e-9),
+        seconds=seconds,
+        resumed_from_step=resumed_from,
+        device=device,
+        dtype=str(dtype).removeprefix("torch."),
+        train_examples=asdict(train_stats),
+        eval_examples=asdict(eval_stats),
+        trainable_parameters=n_trainable,
+        loss_history=history,
+    )
+
+
+def _step(model, optimizer, scheduler, group, train, pad_id, device, args, trainable, step):
+    """One optimizer step over `group` (gradient accumulation). The loss is the weighted mean
+    over every answer token of the whole group, so it does not depend on how it is split."""
+    import torch
+
+    batches = [collate([train[i] for i in indices], pad_id) for indices in group]
+    denominator = sum(
+        float(((b["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1) * b["weights"]).sum())
+        for b in batches
+    )
+    total, tokens = 0.0, 0
+    for batch in batches:
+        sums, _counts = token_losses(model, batch, device)
+        loss = (sums * batch["weights"].to(device)).sum() / max(denominator, 1.0)
+        if not torch.isfinite(loss):
+            raise TrainingFailed(f"loss is {float(loss.detach())} at step {step + 1}")
+        loss.backward()
+        total += float(loss.detach())
+        tokens += int(batch["attention_mask"].sum())
+    norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
+    if not torch.isfinite(norm):
+        raise TrainingFailed(f"gradient norm is {float(norm)} at step {step + 1}")
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, tokens
+
+
+def main() -> None:
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses()
+
+    class PrintHooks(TrainingHooks):
+        def on_progress(self, p: Progress) -> None:
+            print(
+                f"step {p.step}/{p.total_steps} loss {p.loss:.4f} {p.tokens_per_second:.0f} tok/s"
+            )
+
+        def on_log(self, line: str) -> None:
+            print(line)
+
+    result = run(args, PrintHooks())
+    print(json.dumps({k: v for k, v in result.to_dict().items() if k != "loss_history"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
