@@ -323,3 +323,14 @@ def test_undo_through_the_api(api, personas):
     undone = client.post(f"/api/reviews/{review['id']}/undo/")
     assert undone.status_code == 200 and undone.data["lease"]["id"] != lease
     assert client.post(f"/api/reviews/{review['id']}/undo/").status_code == 409
+
+
+def test_a_body_over_the_limit_is_a_400_and_nothing_is_stored(api, personas, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100_000
+    body = json.dumps([output_payload(i, output="x" * 2_000) for i in range(60)])
+    response = api(personas["ml_engineer"]).post(
+        "/api/outputs/", data=body, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert "too large" in response.data["detail"]
+    assert Output.objects.count() == 0
