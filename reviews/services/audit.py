@@ -102,32 +102,18 @@ def audit_append_many(
         seq += 1
         # Round-trip through JSON so that what is hashed is exactly what the database returns.
         payload = json.loads(canonical_json(spec.get("payload") or {}))
-        created_at = timezone.now()
-        digest = event_hash(
-            prev_hash=prev_hash,
-            seq=seq,
-            created_at=created_at,
-            actor_id=actor_id,
-            actor_name=actor_name,
-            action=spec["action"],
-            object_type=spec["object_type"],
-            object_id=str(spec["object_id"]),
-            payload=payload,
-        )
-        rows.append(
-            AuditEvent(
-                seq=seq,
-                created_at=created_at,
-                actor_id=actor_id,
-                actor_name=actor_name,
-                action=spec["action"],
-                object_type=spec["object_type"],
-                object_id=str(spec["object_id"]),
-                payload=payload,
-                prev_hash=prev_hash,
-                hash=digest,
-            )
-        )
+        fields = {
+            "seq": seq,
+            "created_at": timezone.now(),
+            "actor_id": actor_id,
+            "actor_name": actor_name,
+            "action": spec["action"],
+            "object_type": spec["object_type"],
+            "object_id": str(spec["object_id"]),
+            "payload": payload,
+        }
+        digest = event_hash(prev_hash=prev_hash, **fields)
+        rows.append(AuditEvent(**fields, prev_hash=prev_hash, hash=digest))
         prev_hash = digest
     AuditEvent.objects.bulk_create(rows)
     AuditHead.objects.filter(pk=1).update(seq=seq, hash=prev_hash)
