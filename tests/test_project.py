@@ -115,3 +115,21 @@ def test_home_page_lists_the_queues_a_reviewer_works(client, personas):
     page = client.get("/")
     assert page.status_code == 200
     assert b"visible-queue" in page.content and b"escalations" not in page.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("role", "shown", "hidden"),
+    [
+        ("reviewer", ["My reviews"], ["Datasets", "Channels", "Audit"]),
+        ("auditor", ["Datasets", "Channels", "Audit"], ["My reviews"]),
+        ("deployer", ["Channels"], ["Datasets", "Audit", "My reviews"]),
+    ],
+)
+def test_the_navigation_offers_only_pages_the_role_may_open(client, personas, role, shown, hidden):
+    client.force_login(personas[role])
+    nav = client.get("/").content.decode().split('<nav aria-label="Main">')[1].split("</nav>")[0]
+    for label in shown:
+        assert f">{label}</a>" in nav
+    for label in hidden:
+        assert f">{label}</a>" not in nav

@@ -2,7 +2,17 @@
 
 from django.contrib import admin
 
-from .models import BaseModel, Evaluation, ModelVersion, TrainingRun
+from .models import (
+    Approval,
+    BaseModel,
+    Channel,
+    Deployment,
+    Evaluation,
+    ModelVersion,
+    RegressionCase,
+    SignoffRequest,
+    TrainingRun,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -36,3 +46,30 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 @admin.register(Evaluation)
 class EvaluationAdmin(ReadOnlyAdmin):
     list_display = ["id", "version", "reference", "status", "created_at"]
+
+
+@admin.register(Channel)
+class ChannelAdmin(ReadOnlyAdmin):
+    list_display = ["name", "live_version", "description"]
+
+
+@admin.register(SignoffRequest)
+class SignoffRequestAdmin(ReadOnlyAdmin):
+    list_display = ["id", "version", "channel", "status", "requested_by", "created_at"]
+    list_filter = ["status", "channel"]
+
+
+@admin.register(Approval)
+class ApprovalAdmin(ReadOnlyAdmin):
+    list_display = ["id", "request", "approver", "decision", "override", "created_at"]
+
+
+@admin.register(Deployment)
+class DeploymentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "channel", "action", "version", "replaced", "actor", "created_at"]
+    list_filter = ["channel", "action"]
+
+
+@admin.register(RegressionCase)
+class RegressionCaseAdmin(ReadOnlyAdmin):
+    list_display = ["channel", "position", "prompt"]

@@ -5,6 +5,11 @@ _VIEW = [
     "training_app.view_trainingrun",
     "training_app.view_modelversion",
     "training_app.view_evaluation",
+    "training_app.view_channel",
+    "training_app.view_signoffrequest",
+    "training_app.view_approval",
+    "training_app.view_deployment",
+    "training_app.view_regressioncase",
 ]
 
 
@@ -19,8 +24,10 @@ class TrainingAppConfig(AppConfig):
             "training_app.launch_training",
             "training_app.evaluate_model_version",
         ],
-        "approver": list(_VIEW),
-        "deployer": list(_VIEW),
+        # Sign-off and deployment are checked by role (and separation of duties) in the
+        # services; these permissions name the rights for the admin and for reporting.
+        "approver": [*_VIEW, "training_app.approve_model_version"],
+        "deployer": [*_VIEW, "training_app.deploy_channel"],
         "auditor": list(_VIEW),
         "admin": [
             *_VIEW,

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from . import governance_views as gov
 from . import views
 
 app_name = "training"
@@ -12,4 +13,22 @@ urlpatterns = [
     path("runs/<uuid:run_id>/cancel/", views.run_cancel, name="run-cancel"),
     path("versions/", views.version_list, name="versions"),
     path("versions/<uuid:version_id>/", views.version_detail, name="version"),
+    path("versions/<uuid:version_id>/governance/", gov.governance, name="governance"),
+    path("versions/<uuid:version_id>/signoff/", gov.signoff_request_new, name="signoff-new"),
+    path("versions/<uuid:version_id>/retire/", gov.version_retire, name="retire"),
+    path("versions/<uuid:version_id>/compliance/", gov.compliance, name="compliance"),
+    path(
+        "versions/<uuid:version_id>/compliance/archive/",
+        gov.compliance_download,
+        name="compliance-archive",
+    ),
+    path("versions/<uuid:version_id>/lineage/", gov.lineage, name="lineage"),
+    path("examples/<int:example_id>/lineage/", gov.example_lineage_view, name="example-lineage"),
+    path("signoff/<int:pk>/", gov.signoff_detail, name="signoff"),
+    path("signoff/<int:pk>/decide/", gov.signoff_decision, name="signoff-decide"),
+    path("channels/", gov.channel_list, name="channels"),
+    path("channels/<slug:name>/", gov.channel_detail, name="channel"),
+    path("channels/<slug:name>/deploy/", gov.channel_deploy_view, name="channel-deploy"),
+    path("channels/<slug:name>/rollback/", gov.channel_rollback_view, name="channel-rollback"),
+    path("audit/", gov.audit_log, name="audit"),
 ]

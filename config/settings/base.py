@@ -70,6 +70,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "reviews.context_processors.roles",
             ],
         },
     },
@@ -200,6 +201,26 @@ SIGNOFF_TRAINING = {
     "EVAL_GENERATION_SAMPLES": 16,
     "EVAL_MAX_NEW_TOKENS": 80,
     "DEVICE": os.environ.get("SIGNOFF_TRAINING_DEVICE", "auto"),
+}
+
+# Governance (issue 6): sign-off policy defaults, the regression gate, the model server.
+SIGNOFF_GOVERNANCE = {
+    # Every channel's policy starts from this; Channel.policy overrides keys of it.
+    "DEFAULT_POLICY": {
+        "approvals_required": int(os.environ.get("SIGNOFF_APPROVALS_REQUIRED", 1)),
+        "approver_role": "approver",
+        # Whoever launched the training run or built its dataset cannot approve it.
+        "separation_of_duties": True,
+        "allow_override": True,
+        # Gated metric -> tolerated worsening against the live version (absolute).
+        "gate": {"eval_loss": 0.10, "rouge_l": 0.05, "token_f1": 0.05},
+    },
+    "LOWER_IS_BETTER": ["eval_loss", "perplexity"],
+    # The model server (`manage.py serve_models`); the web process only talks HTTP to it.
+    "SERVING_URL": os.environ.get("SIGNOFF_SERVING_URL", "http://127.0.0.1:8765"),
+    "SERVING_TIMEOUT_SECONDS": float(os.environ.get("SIGNOFF_SERVING_TIMEOUT", 120)),
+    "GENERATE_MAX_NEW_TOKENS": 96,
+    "PROMPT_MAX_CHARS": 4000,
 }
 
 LOGGING = {

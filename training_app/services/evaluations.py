@@ -33,12 +33,20 @@ def evaluation_request(
     version: ModelVersion,
     reference: ModelVersion | None = None,
     enqueue: bool = True,
+    split: str = "eval",
+    channel: Any = None,
+    signoff_request: Any = None,
+    use_parent: bool = True,
 ) -> Evaluation:
     """Queue an evaluation of `version` against `reference` (default: its parent, else the
-    bare base model) on its dataset version's eval split."""
+    bare base model) on its dataset version's eval split, or on `channel`'s regression set
+    (split "regression")."""
     if version.status not in EVALUABLE:
         raise TransitionRefused(f"Model version {version.name} is {version.status}; not evaluable.")
-    reference = reference or version.parent
+    if split == "regression" and (channel is None or not channel.regression_cases.exists()):
+        raise TransitionRefused("A regression evaluation needs a channel with a regression set.")
+    if reference is None and use_parent:
+        reference = version.parent
     if reference is not None and reference.base_model_id != version.base_model_id:
         raise TransitionRefused("A reference version must share the candidate's base model.")
     with transaction.atomic():
@@ -46,8 +54,15 @@ def evaluation_request(
             version=version,
             reference=reference,
             dataset_version_id=version.dataset_version_id,
+            split=split,
+            channel=channel,
+            signoff_request=signoff_request,
             settings={
-                "generation_samples": settings.SIGNOFF_TRAINING["EVAL_GENERATION_SAMPLES"],
+                "generation_samples": (
+                    channel.regression_cases.count()
+                    if split == "regression"
+                    else settings.SIGNOFF_TRAINING["EVAL_GENERATION_SAMPLES"]
+                ),
                 "max_new_tokens": settings.SIGNOFF_TRAINING["EVAL_MAX_NEW_TOKENS"],
                 "max_length": version.config.get("hyperparameters", {}).get("max_length", 256),
             },
@@ -60,6 +75,8 @@ def evaluation_request(
             payload={
                 "model_version": str(version.pk),
                 "reference": str(reference.pk) if reference else "base",
+                "split": split,
+                "channel": channel.name if channel is not None else None,
             },
         )
         if enqueue:
@@ -69,6 +86,24 @@ def evaluation_request(
     return evaluation
 
 
+def _evaluation_rows(evaluation: Evaluation) -> Any:
+    if evaluation.split == "regression":
+        from ..models import RegressionCase
+
+        return (
+            {
+                "example_id": f"regression-{case.pk}",
+                "messages": [
+                    {"role": "user", "content": case.prompt},
+                    {"role": "assistant", "content": case.reference},
+                ],
+                "weight": 1.0,
+            }
+            for case in RegressionCase.objects.filter(channel_id=evaluation.channel_id)
+        )
+    return dataset_version_rows(version=evaluation.dataset_version, split=evaluation.split)
+
+
 def _eval_transition(evaluation: Evaluation, frm: str, to: str, **fields: Any) -> bool:
     return Evaluation.objects.filter(pk=evaluation.pk, status=frm).update(status=to, **fields) == 1
 
@@ -76,7 +111,9 @@ def _eval_transition(evaluation: Evaluation, frm: str, to: str, **fields: Any) -
 def evaluation_execute(*, evaluation_id: Any, owner: str) -> Evaluation | None:
     """Claim, run and record one evaluation; a duplicate delivery does nothing."""
     evaluation = (
-        Evaluation.objects.select_related("version__base_model", "reference", "dataset_version")
+        Evaluation.objects.select_related(
+            "version__base_model", "reference", "dataset_version", "channel"
+        )
         .filter(pk=evaluation_id)
         .first()
     )
@@ -97,10 +134,7 @@ def evaluation_execute(*, evaluation_id: Any, owner: str) -> Evaluation | None:
     work = Path(settings.SIGNOFF_TRAINING["RUNS_DIR"]) / "evaluations" / str(evaluation.pk)
     try:
         work.mkdir(parents=True, exist_ok=True)
-        rows = write_jsonl(
-            work / "eval.jsonl",
-            dataset_version_rows(version=evaluation.dataset_version, split=evaluation.split),
-        )
+        rows = write_jsonl(work / "eval.jsonl", _evaluation_rows(evaluation))
         if rows == 0:
             raise ValueError("the eval split is empty")
         candidate = model_version_loadable_adapter(version=version, into=work / "candidate")

@@ -15,12 +15,17 @@ from config.dramatiq import WORKERS, EmbeddedRedis
 
 
 class Command(BaseCommand):
-    help = "Serve the demo: embedded Redis (unless REDIS_URL), workers, sweeper, runserver."
+    help = (
+        "Serve the demo: embedded Redis (unless REDIS_URL), workers, sweeper, model server, "
+        "runserver."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
 
     def handle(self, *args, addrport: str, **options):
+        # `kill` (SIGTERM) must stop the children as Ctrl+C does, not orphan them.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         manage_py = Path(settings.BASE_DIR) / "manage.py"
         redis = None
         url = os.environ.get("REDIS_URL", "")
@@ -41,6 +46,13 @@ class Command(BaseCommand):
                     [sys.executable, str(manage_py), "sweep_training_runs", "--every", "30"],
                     env=env,
                 )
+            )
+            # The model server: torch lives here, never in the web process.
+            children.append(
+                subprocess.Popen([sys.executable, str(manage_py), "serve_models"], env=env)
+            )
+            self.stdout.write(
+                f"model server on {settings.SIGNOFF_GOVERNANCE['SERVING_URL']} (serve_models)"
             )
             server = subprocess.Popen(
                 [sys.executable, str(manage_py), "runserver", addrport, "--noreload"], env=env

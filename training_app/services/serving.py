@@ -1,0 +1,119 @@
+"""Answer a prompt with a channel's live version (through the model server) and record the
+answer as an output of that version, routed into review like any other traffic."""
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+
+from reviews.models import Output, Role
+from reviews.roles import has_role
+from reviews.services import outputs_ingest
+
+from ..errors import (
+    ArtifactTampered,
+    GovernanceForbidden,
+    InvalidGovernanceRequest,
+    ServingUnavailable,
+    TransitionRefused,
+)
+from ..models import Channel
+from ..serving.client import ServerDown, ServerRefused, call
+
+GENERATE_ROLES = (Role.ML_ENGINEER, Role.DEPLOYER, Role.ADMIN)
+
+
+def _conf(key: str) -> Any:
+    return settings.SIGNOFF_GOVERNANCE[key]
+
+
+def _messages(prompt: Any) -> list[dict[str, str]]:
+    limit = _conf("PROMPT_MAX_CHARS")
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise InvalidGovernanceRequest("The prompt is empty.", field="prompt")
+        if len(prompt) > limit:
+            raise InvalidGovernanceRequest(f"At most {limit} characters.", field="prompt")
+        return [{"role": "user", "content": prompt}]
+    if isinstance(prompt, list) and prompt:
+        total = 0
+        for index, message in enumerate(prompt):
+            if (
+                not isinstance(message, dict)
+                or set(message) != {"role", "content"}
+                or message["role"] not in {"system", "user", "assistant"}
+                or not isinstance(message["content"], str)
+            ):
+                raise InvalidGovernanceRequest(
+                    "Each message is {role: system|user|assistant, content: text}.",
+                    field=f"prompt[{index}]",
+                )
+            total += len(message["content"])
+        if total > limit:
+            raise InvalidGovernanceRequest(f"At most {limit} characters.", field="prompt")
+        if prompt[-1]["role"] != "user":
+            raise InvalidGovernanceRequest("The last message is the user's.", field="prompt")
+        return [dict(m) for m in prompt]
+    raise InvalidGovernanceRequest("A prompt is text or a list of chat messages.", field="prompt")
+
+
+def channel_generate(
+    *, user: AbstractBaseUser, channel: Channel, prompt: Any, max_new_tokens: int | None = None
+) -> tuple[Output, dict[str, Any]]:
+    """The live version's answer, recorded (and routed) as an output of that version."""
+    if not has_role(user, *GENERATE_ROLES):
+        raise GovernanceForbidden("Only ML engineers, deployers and admins call channels.")
+    messages = _messages(prompt)
+    limit = _conf("GENERATE_MAX_NEW_TOKENS")
+    if max_new_tokens is None:
+        max_new_tokens = limit
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise InvalidGovernanceRequest("An integer.", field="max_new_tokens")
+    if not 1 <= max_new_tokens <= limit:
+        raise InvalidGovernanceRequest(f"From 1 to {limit}.", field="max_new_tokens")
+    channel = Channel.objects.select_related("live_version__base_model").get(pk=channel.pk)
+    version = channel.live_version
+    if version is None:
+        raise TransitionRefused(f"Nothing is live on {channel.name}: deploy a version first.")
+    url = _conf("SERVING_URL")
+    try:
+        answer = call(
+            url,
+            "/generate",
+            {
+                "version_id": str(version.pk),
+                "messages": messages,
+                "max_new_tokens": max_new_tokens,
+            },
+            timeout=_conf("SERVING_TIMEOUT_SECONDS"),
+        )
+    except ServerDown as exc:
+        raise ServingUnavailable(
+            f"The model server at {url} is not answering ({exc}). Start it with "
+            "`manage.py serve_models` (`make demo` starts it).",
+        ) from exc
+    except ServerRefused as exc:
+        if exc.body.get("code") == ArtifactTampered.code:
+            raise ArtifactTampered(str(exc)) from exc
+        raise ServingUnavailable(f"The model server refused: {exc}") from exc
+    result = outputs_ingest(
+        payload={
+            "external_id": f"{channel.name}-{uuid.uuid4().hex}",
+            "source": f"channel:{channel.name}",
+            "model_name": version.base_model.name,
+            "model_version": version.name,
+            "input": messages,
+            "output": answer["text"] or "(empty answer)",
+            "confidence": answer["confidence"],
+            "metadata": {
+                "channel": channel.name,
+                "model_version_id": str(version.pk),
+                "manifest_digest": answer["manifest_digest"],
+                "seconds": answer["seconds"],
+                "tokens": answer["tokens"],
+            },
+        },
+        actor=user,
+    )
+    return result.outputs[0], answer

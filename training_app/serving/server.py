@@ -1,0 +1,170 @@
+"""The model server: loads each version's base model + LoRA adapter once per process and
+answers prompts over HTTP. Runs as `manage.py serve_models`, never inside the web process.
+
+Loading checks the adapter files against the version's SHA-256 manifest and the base weights
+against the registered hashes, and loads safetensors only (pickled weights are refused)."""
+
+import json
+import logging
+import math
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from django.db import close_old_connections, connection
+
+from config.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
+
+
+class ModelCache:
+    """One base model per base, its versions' adapters loaded on it by name; generation is
+    serialised (one forward pass at a time on a small CPU)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bases: dict[int, dict[str, Any]] = {}
+        self.scratch = Path(tempfile.mkdtemp(prefix="signoff-serving-"))
+        self.loads = 0
+
+    def _load(self, version: Any) -> dict[str, Any]:
+        from peft import PeftModel
+
+        from ..services.base_models import base_model_verify
+        from ..services.deployments import artifact_verify
+        from ..services.versions import model_version_loadable_adapter
+        from ..training.trainer import load_base_model, load_tokenizer, resolve_device
+
+        artifact_verify(version=version)
+        adapter = model_version_loadable_adapter(
+            version=version, into=self.scratch / str(version.pk)
+        )
+        entry = self.bases.get(version.base_model_id)
+        if entry is None:
+            base_model_verify(base_model=version.base_model)
+            device, dtype = resolve_device("cpu")
+            base = load_base_model(version.base_model.folder, device=device, dtype=dtype)
+            model = PeftModel.from_pretrained(base, str(adapter), adapter_name=str(version.pk))
+            entry = {
+                "model": model,
+                "tokenizer": load_tokenizer(version.base_model.folder),
+                "adapters": set(),
+                "device": device,
+            }
+            self.bases[version.base_model_id] = entry
+        else:
+            entry["model"].load_adapter(str(adapter), adapter_name=str(version.pk))
+        entry["model"].eval()
+        entry["adapters"].add(str(version.pk))
+        self.loads += 1
+        logger.info("loaded %s (adapter %s)", version.name, adapter)
+        return entry
+
+    def generate(
+        self, *, version: Any, messages: list[dict[str, str]], max_new_tokens: int
+    ) -> dict[str, Any]:
+        import torch
+
+        from ..services.versions import manifest_digest
+        from ..training.data import prompt_ids
+
+        with self.lock:
+            entry = self.bases.get(version.base_model_id)
+            if entry is None or str(version.pk) not in entry["adapters"]:
+                entry = self._load(version)
+            model, tokenizer = entry["model"], entry["tokenizer"]
+            model.set_adapter(str(version.pk))
+            started = time.monotonic()
+            ids = torch.tensor([prompt_ids(tokenizer, messages)], device=entry["device"])
+            with torch.no_grad():
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=int(tokenizer.pad_token_id),
+                    eos_token_id=tokenizer.eos_token_id,
+                    output_scores=True,
+                    return_dict_in_generate=True,
+                )
+            new = out.sequences[0, ids.shape[1] :]
+            scores = model.compute_transition_scores(
+                out.sequences, out.scores, normalize_logits=True
+            )[0]
+            logprobs = [float(s) for s in scores if math.isfinite(float(s))]
+            confidence = math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
+            return {
+                "text": tokenizer.decode(new, skip_special_tokens=True).strip(),
+                "tokens": int(new.shape[0]),
+                "confidence": round(min(1.0, max(0.0, confidence)), 4),
+                "seconds": round(time.monotonic() - started, 3),
+                "version_id": str(version.pk),
+                "version_name": version.name,
+                "manifest_digest": manifest_digest(version.manifest),
+            }
+
+
+def make_handler(cache: ModelCache) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _send(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            logger.info("serving: " + format, *args)
+
+        def do_GET(self) -> None:
+            if self.path != "/health":
+                return self._send(404, {"detail": "not found"})
+            loaded = sorted(a for entry in cache.bases.values() for a in entry["adapters"])
+            self._send(200, {"status": "ok", "loaded": loaded, "loads": cache.loads})
+
+        def do_POST(self) -> None:
+            from ..models import ModelVersion
+
+            if self.path != "/generate":
+                return self._send(404, {"detail": "not found"})
+            close_old_connections()
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length) or b"{}")
+                version = (
+                    ModelVersion.objects.select_related("base_model")
+                    .filter(pk=body.get("version_id"))
+                    .first()
+                )
+                if version is None:
+                    return self._send(404, {"detail": "no such model version"})
+                answer = cache.generate(
+                    version=version,
+                    messages=body["messages"],
+                    max_new_tokens=int(body.get("max_new_tokens") or 64),
+                )
+            except ApplicationError as exc:
+                return self._send(
+                    exc.status_code, {"detail": exc.message, "code": exc.code, **exc.extra}
+                )
+            except (KeyError, ValueError, TypeError) as exc:
+                return self._send(400, {"detail": f"bad request: {exc}"})
+            finally:
+                # Each request has its own thread, hence its own connection: close it.
+                connection.close()
+            self._send(200, answer)
+
+    return Handler
+
+
+def make_server(host: str, port: int) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(ModelCache()))
+    server.daemon_threads = True
+    return server
