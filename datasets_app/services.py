@@ -428,6 +428,120 @@ def _example_from(row: dict[str, Any], reviews: list[dict[str, Any]]) -> dict[st
     )
 
 
+# The same rows as `_example_from`, made by the database in one INSERT ... SELECT: on PostgreSQL
+# a sync of 100,000 outputs then moves no row through Python (the Python path spent ~12 s
+# building, dumping and copying them). Only outputs whose input and tags have the plain shapes
+# this statement reproduces exactly are taken (an input that is a string, or a list whose
+# objects carry string roles and string or missing contents; tags a list); any other output
+# falls through to the Python path, which stays the reference: a test compares the two.
+_ISO_UTC = (
+    "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
+    "extract(microseconds FROM {col})::bigint %% 1000000 <> 0 THEN "
+    "to_char({col} AT TIME ZONE 'UTC', '.US') ELSE '' END || '+00:00'"
+)  # datetime.isoformat() of an aware UTC time: microseconds only when not zero
+
+
+def _sync_sql() -> str:
+    from django.contrib.auth import get_user_model
+
+    from reviews.models import GuidelineVersion, Queue, RoutingRule
+
+    def table(model: type[models.Model]) -> str:
+        return connection.ops.quote_name(model._meta.db_table)
+
+    user_model = get_user_model()
+    username_field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+    assert isinstance(username_field, models.Field)
+    username = connection.ops.quote_name(str(username_field.column))
+    user_pk = connection.ops.quote_name(str(user_model._meta.pk.column))
+    decision_of = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in _DECISION_OF.items())
+    return f"""
+INSERT INTO {table(Example)} (
+  output_id, kind, label, resolved_by, unreviewed, lead_decided, reviewer_count, weight,
+  messages, original_text, queue_id, queue_name, routing_rule_id, source, model_name,
+  model_version, tags, resolved_at, provenance, output_updated_at, created_at, updated_at)
+SELECT o.id,
+  CASE WHEN o.resolution = 'rejected' THEN 'negative' ELSE 'positive' END,
+  o.resolution, o.resolved_by, o.status = 'auto_accepted', o.resolved_by = 'lead',
+  CASE WHEN o.status = 'auto_accepted' THEN 0
+       WHEN o.resolved_by = 'consensus' THEN GREATEST(rv.agreeing, 2)
+       ELSE GREATEST(rv.reviewers, 1) END,
+  CASE WHEN o.status = 'auto_accepted' THEN 0.5
+       WHEN o.resolved_by = 'consensus' THEN GREATEST(rv.agreeing, 2)
+       ELSE 1.0 END,
+  (CASE WHEN jsonb_typeof(o.input) = 'string'
+        THEN jsonb_build_array(jsonb_build_object('role', 'user', 'content', o.input #>> '{{}}'))
+        ELSE (SELECT COALESCE(jsonb_agg(jsonb_build_object(
+                'role', COALESCE(m.value ->> 'role', 'user'),
+                'content', COALESCE(m.value ->> 'content', '')) ORDER BY m.ordinality), '[]')
+              FROM jsonb_array_elements(o.input) WITH ORDINALITY AS m
+              WHERE jsonb_typeof(m.value) = 'object') END)
+   || jsonb_build_array(jsonb_build_object('role', 'assistant', 'content',
+        CASE WHEN o.resolution = 'rejected' OR o.final_output = '' THEN o.output_text
+             ELSE o.final_output END)),
+  o.output_text, o.queue_id, COALESCE(q.name, ''), o.routing_rule_id, o.source, o.model_name,
+  o.model_version, CASE WHEN jsonb_typeof(o.tags) = 'array' THEN o.tags ELSE '[]' END,
+  o.resolved_at,
+  jsonb_build_object(
+    'output_id', o.id, 'external_id', o.external_id, 'source', o.source,
+    'model', jsonb_build_array(o.model_name, o.model_version),
+    'queue', COALESCE(q.name, ''), 'routing_rule', COALESCE(rr.name, ''),
+    'routing_reason', o.routing_reason, 'status', o.status, 'resolved_by', o.resolved_by,
+    'resolved_at', {_ISO_UTC.format(col="o.resolved_at")},
+    'reviews', rv.list),
+  o.updated_at, %(now)s, %(now)s
+FROM {table(Output)} o
+LEFT JOIN {table(Queue)} q ON q.id = o.queue_id
+LEFT JOIN {table(RoutingRule)} rr ON rr.id = o.routing_rule_id
+CROSS JOIN LATERAL (
+  SELECT count(*) FILTER (WHERE r.stage = 'review'
+                            AND r.decision = CASE o.resolution {decision_of} END) AS agreeing,
+         count(DISTINCT r.reviewer_id) FILTER (WHERE r.stage <> 'gold') AS reviewers,
+         COALESCE(jsonb_agg(jsonb_build_object(
+           'id', r.id, 'reviewer', u.{username}, 'reviewer_id', r.reviewer_id,
+           'queue', rq.name, 'stage', r.stage, 'decision', r.decision,
+           'guideline_version', g.version, 'at', {_ISO_UTC.format(col="r.created_at")})
+           ORDER BY r.created_at, r.id), '[]') AS list
+  FROM {table(Review)} r
+  JOIN {table(user_model)} u ON u.{user_pk} = r.reviewer_id
+  JOIN {table(Queue)} rq ON rq.id = r.queue_id
+  LEFT JOIN {table(GuidelineVersion)} g ON g.id = r.guideline_version_id
+  WHERE r.output_id = o.id AND r.undone_at IS NULL
+) rv
+WHERE o.id = ANY(%(ids)s)
+  AND jsonb_typeof(o.tags) IN ('array', 'null')
+  AND (jsonb_typeof(o.input) = 'string'
+       OR (jsonb_typeof(o.input) = 'array' AND NOT EXISTS (
+             SELECT 1 FROM jsonb_array_elements(o.input) AS m
+             WHERE jsonb_typeof(m.value) = 'object'
+               AND ((m.value ? 'role' AND jsonb_typeof(m.value -> 'role') <> 'string')
+                    OR (m.value ? 'content'
+                        AND jsonb_typeof(m.value -> 'content') NOT IN ('string', 'null'))))))
+"""
+
+
+def _sync_in_database() -> int:
+    """PostgreSQL: make every plain example in one statement; returns how many."""
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        _serialise_syncs()
+        # The outputs to do are listed first, under the lock: an anti-join inside the INSERT
+        # against the table it fills can be planned as a scan of that (then empty) table
+        # per output, which grows as the statement runs (quadratic: minutes, not seconds).
+        done = [Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED]
+        todo = list(
+            Output.objects.filter(status__in=done, resolution__in=list(_DECISION_OF))
+            .exclude(pk__in=Example.objects.values("output_id"))
+            .values_list("pk", flat=True)
+        )
+        if not todo:
+            return 0
+        # The row estimates of this statement are poor, and JIT-compiling it costs ~0.4 s.
+        cursor.execute("SET LOCAL jit = off")
+        cursor.execute(_sync_sql(), {"now": now, "ids": todo})
+        return cursor.rowcount
+
+
 @dataclass
 class SyncResult:
     created: int = 0
@@ -459,6 +573,10 @@ def examples_sync(*, progress: ProgressFn | None = None) -> SyncResult:
             result.removed = Example.objects.filter(
                 pk__in=stale_ids, memberships__isnull=True
             ).delete()[0]
+    if connection.vendor == "postgresql":
+        result.created += _sync_in_database()
+        if progress and result.created:
+            progress("sync examples", result.created, result.created)
     # Two light id queries and a set difference instead of an anti-join per chunk, which the
     # planner may answer by rescanning the growing example table every time.
     have = set(Example.objects.values_list("output_id", flat=True))

@@ -1,0 +1,138 @@
+"""The vectorised near-duplicate join finds exactly the pairs the plain exact join finds.
+
+The leakage guarantee (no eval input is a near duplicate of a train input) rests on the join
+missing no pair at or above the threshold, so the fast path is checked against the plain
+prefix-filtering join and against brute force, including pairs just above and just below it.
+"""
+
+import itertools
+import random
+from collections import defaultdict
+
+import pytest
+
+from datasets_app import pipeline
+
+
+def brute(sets, threshold):
+    return {
+        (a, b)
+        for a, b in itertools.combinations(range(len(sets)), 2)
+        if sets[a]
+        and sets[b]
+        and len(sets[a] & sets[b]) / len(sets[a] | sets[b]) >= threshold - 1e-9
+    }
+
+
+def pairs(found):
+    return {(min(a, b), max(a, b)) for a, b, _ in found}
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.75, 0.8, 0.9, 1.0])
+def test_it_equals_the_reference_join_and_brute_force_on_random_sets(seed, threshold):
+    rng = random.Random(seed)
+    universe = rng.choice([20, 60, 400])
+    sets = [frozenset(rng.sample(range(universe), rng.randint(0, 15))) for _ in range(120)]
+    sets += [frozenset(list(s)[:-1]) for s in sets[:40] if len(s) > 3]  # near copies
+    sets += [s | {universe + i} for i, s in enumerate(sets[:20])]  # one element more
+    fast = pipeline.jaccard_join(sets, threshold)
+    assert pairs(fast) == pairs(pipeline.jaccard_join_reference(sets, threshold))
+    assert pairs(fast) == brute(sets, threshold)
+    for a, b, sim in fast:
+        assert a < b
+        assert sim == len(sets[a] & sets[b]) / len(sets[a] | sets[b])
+
+
+def test_pairs_just_above_and_just_below_the_threshold():
+    # Sets of 10 sharing k elements: Jaccard k / (20 - k). 0.8 needs k >= 8.9, so 9 shares
+    # (0.818) are found and 8 (0.667) are not; 4 of 5 (exactly 0.8) is found at 0.8.
+    base = frozenset(range(10))
+    nine = frozenset([*range(9), 100])
+    eight = frozenset([*range(8), 200, 201])
+    four = frozenset(range(4))
+    five = frozenset(range(5))
+    sets = [base, nine, eight, four, five, frozenset()]
+    found = {(a, b): sim for a, b, sim in pipeline.jaccard_join(sets, 0.8)}
+    assert (0, 1) in found and found[(0, 1)] == pytest.approx(9 / 11)
+    assert (0, 2) not in found and (1, 2) not in found
+    assert found[(3, 4)] == 0.8
+    assert pairs(pipeline.jaccard_join(sets, 0.8181818)) == {(0, 1)}
+    assert pairs(pipeline.jaccard_join(sets, 0.82)) == set()
+
+
+def test_a_common_prefix_element_shared_by_many_sets_is_handled_in_blocks(monkeypatch):
+    monkeypatch.setattr(pipeline, "_PAIR_BLOCK", 7)
+    rng = random.Random(3)
+    sets = [frozenset({0, *rng.sample(range(1, 30), 4)}) for _ in range(80)]
+    for threshold in (0.2, 0.5, 0.8):
+        assert pairs(pipeline.jaccard_join(sets, threshold)) == brute(sets, threshold)
+
+
+def reference_graph(items, threshold, ngram):
+    """The join as it was first written: shingle tuples, frozensets, the plain join."""
+    groups, texts, group_of = {}, [], []
+    for item in items:
+        key = pipeline.input_key(item)
+        if key not in groups:
+            groups[key] = len(texts)
+            texts.append(item.prompt_text)
+        group_of.append(groups[key])
+    vocabulary = {}
+    sets = [
+        frozenset(vocabulary.setdefault(sh, len(vocabulary)) for sh in pipeline.shingles(t, ngram))
+        for t in texts
+    ]
+    edges = defaultdict(dict)
+    for a, b, sim in pipeline.jaccard_join_reference(sets, threshold):
+        edges[a][b] = edges[b][a] = sim
+    return group_of, dict(edges)
+
+
+WORDS = [
+    "claim",
+    "cover",
+    "excess",
+    "roof",
+    "storm",
+    "policy",
+    "renewal",
+    "windscreen",
+    "flood",
+    "garage",
+    "premium",
+]
+
+
+@pytest.mark.parametrize("ngram", [1, 2, 3, 5])
+def test_the_input_graph_equals_the_reference_on_generated_texts(ngram):
+    rng = random.Random(ngram)
+    texts = []
+    for n in range(300):
+        roll = rng.random()
+        if texts and roll < 0.3:
+            words = rng.choice(texts).split()
+            cut = rng.randrange(len(words) + 1)
+            texts.append(" ".join([*words[:cut], rng.choice(WORDS), *words[cut:]]))
+        elif texts and roll < 0.4:
+            texts.append(rng.choice(texts).upper() + "  ")  # same loose input
+        else:
+            length = rng.choice([0, 1, 2, 3, 4, 8, 15, 30])
+            texts.append(" ".join(rng.choice(WORDS) for _ in range(length)) + f" ref {n % 7}")
+    texts += ["", "one", "one two", "Ünïcode wörds", "ünïcode WÖRDS", "a-b c_d", "a b c d"]
+    items = [
+        pipeline.Item(
+            example_id=i,
+            messages=[{"role": "user", "content": t}, {"role": "assistant", "content": "x"}],
+            label="approved",
+            weight=1.0,
+        )
+        for i, t in enumerate(texts)
+    ]
+    for threshold in (0.5, 0.8, 0.95):
+        graph = pipeline.build_input_graph(items, threshold=threshold, ngram=ngram)
+        group_of, edges = reference_graph(items, threshold, ngram)
+        assert graph.group_of == group_of
+        assert graph.edges.keys() == edges.keys()
+        for group, near in edges.items():
+            assert graph.edges[group] == pytest.approx(near)
