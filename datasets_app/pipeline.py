@@ -45,7 +45,11 @@ class Item:
 
     @property
     def prompt_text(self) -> str:
-        return "\n".join(m["content"] for m in self.messages[:-1])
+        """The prompt as compared for near duplicates and leakage: the turns before the answer,
+        without system messages. A system prompt that every conversation shares would
+        otherwise make distinct questions look alike."""
+        turns = [m["content"] for m in self.messages[:-1] if m["role"] != "system"]
+        return "\n".join(turns or [m["content"] for m in self.messages[:-1]])
 
     @property
     def target(self) -> str:

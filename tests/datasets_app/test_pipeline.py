@@ -179,6 +179,36 @@ def test_it_collapses_near_duplicate_inputs_keeping_a_deterministic_one():
     assert report.reasons == {"same input": 1, "near-duplicate input": 1}
 
 
+def test_a_shared_system_prompt_does_not_make_distinct_questions_near_duplicates():
+    system = (
+        "You are the support assistant of an insurance company. Answer in two or three short "
+        "sentences, start with the direct answer and end with the next step for the customer."
+    )
+    questions = [
+        "How do I add my daughter to the policy on my car?",
+        "Is water damage from a burst pipe in the kitchen covered?",
+        "Can I move my payment date to the 15th?",
+    ]
+    items = hashed(
+        [
+            Item(
+                example_id=n,
+                messages=[
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": "An answer."},
+                ],
+                label="approved",
+                weight=1.0,
+            )
+            for n, question in enumerate(questions)
+        ]
+    )
+    graph = pipeline.build_input_graph(items, threshold=0.8, ngram=3)
+    out, _report = pipeline.step_near_dedup(items, graph, threshold=0.8)
+    assert len(out) == 3
+
+
 # ---- length ------------------------------------------------------------------------------------
 
 
