@@ -10,6 +10,8 @@ _VIEW = [
     "training_app.view_approval",
     "training_app.view_deployment",
     "training_app.view_regressioncase",
+    "training_app.view_driftalert",
+    "training_app.view_channelmonitoring",
 ]
 
 
@@ -34,5 +36,8 @@ class TrainingAppConfig(AppConfig):
             "training_app.launch_training",
             "training_app.evaluate_model_version",
             "training_app.add_basemodel",
+            # Monitoring (issue 7): webhooks and their delivery log are the admins' alone.
+            "training_app.view_webhook",
+            "training_app.view_webhookdelivery",
         ],
     }

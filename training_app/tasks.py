@@ -39,3 +39,18 @@ def evaluate_model_version(evaluation_id: str) -> None:
 @dramatiq.actor(queue_name="default", max_retries=0, time_limit=60_000)
 def sweep_training_runs() -> None:
     services.training_runs_sweep()
+
+
+@dramatiq.actor(queue_name="default", max_retries=0, time_limit=120_000)
+def deliver_webhook(delivery_id: str) -> None:
+    """One attempt; the service schedules the next one (with backoff) itself."""
+    from .services.webhooks import webhook_deliver
+
+    webhook_deliver(delivery_id=delivery_id)
+
+
+@dramatiq.actor(queue_name="default", max_retries=0, time_limit=120_000)
+def check_drift() -> None:
+    from .services.monitoring import drift_check_all
+
+    drift_check_all()

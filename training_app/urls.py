@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import governance_views as gov
+from . import monitoring_views as mon
 from . import views
 
 app_name = "training"
@@ -31,4 +32,17 @@ urlpatterns = [
     path("channels/<slug:name>/deploy/", gov.channel_deploy_view, name="channel-deploy"),
     path("channels/<slug:name>/rollback/", gov.channel_rollback_view, name="channel-rollback"),
     path("audit/", gov.audit_log, name="audit"),
+    path("monitoring/", mon.overview, name="monitoring"),
+    path(
+        "monitoring/versions/<uuid:version_id>/",
+        mon.version_monitoring,
+        name="monitoring-version",
+    ),
+    path("monitoring/versions/<uuid:version_id>/retrain/", mon.retrain, name="monitoring-retrain"),
+    path(
+        "monitoring/alerts/<int:pk>/acknowledge/",
+        mon.alert_acknowledge,
+        name="monitoring-alert-ack",
+    ),
+    path("webhooks/", mon.webhooks, name="webhooks"),
 ]

@@ -223,6 +223,25 @@ SIGNOFF_GOVERNANCE = {
     "PROMPT_MAX_CHARS": 4000,
 }
 
+SIGNOFF_MONITORING = {
+    # Drift: a live version's correction or rejection rate over the last WINDOW_DAYS, with at
+    # least MIN_SAMPLES reviewed outputs, above its baseline by more than MARGIN raises an alert.
+    "WINDOW_DAYS": int(os.environ.get("SIGNOFF_MONITORING_WINDOW_DAYS", 7)),
+    "MIN_SAMPLES": int(os.environ.get("SIGNOFF_MONITORING_MIN_SAMPLES", 30)),
+    "MARGIN": float(os.environ.get("SIGNOFF_MONITORING_MARGIN", 0.10)),
+    # Baselines when neither the channel nor the version's evaluation gives one.
+    "DEFAULT_BASELINE": {"correction": 0.2, "rejection": 0.05},
+    "DEFAULT_AUDIT_SAMPLE_RATE": 0.05,
+    # Whom drift alerts are mailed to (Django's mail API); empty: no mail.
+    "ALERT_EMAILS": [
+        a.strip() for a in os.environ.get("SIGNOFF_ALERT_EMAILS", "").split(",") if a.strip()
+    ],
+    # Webhooks: attempts, first retry delay (doubled each time), request timeout.
+    "WEBHOOK_MAX_ATTEMPTS": 6,
+    "WEBHOOK_BACKOFF_SECONDS": 30,
+    "WEBHOOK_TIMEOUT_SECONDS": 10,
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

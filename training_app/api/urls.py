@@ -2,7 +2,7 @@ from django.urls import path
 
 from reviews.api.audit_export import AuditExportApi
 
-from . import governance, views
+from . import governance, monitoring, views
 
 urlpatterns = [
     path("training-runs/", views.TrainingRunListCreateApi.as_view(), name="api-training-runs"),
@@ -80,4 +80,32 @@ urlpatterns = [
         name="api-channel-generate",
     ),
     path("audit/export/", AuditExportApi.as_view(), name="api-audit-export"),
+    path("monitoring/", monitoring.MonitoringOverviewApi.as_view(), name="api-monitoring"),
+    path(
+        "monitoring/versions/<uuid:version_id>/",
+        monitoring.VersionMonitoringApi.as_view(),
+        name="api-monitoring-version",
+    ),
+    path(
+        "monitoring/channels/<slug:name>/settings/",
+        monitoring.ChannelMonitoringApi.as_view(),
+        name="api-monitoring-channel-settings",
+    ),
+    path("monitoring/alerts/", monitoring.DriftAlertListApi.as_view(), name="api-drift-alerts"),
+    path(
+        "monitoring/alerts/<int:pk>/acknowledge/",
+        monitoring.DriftAlertAcknowledgeApi.as_view(),
+        name="api-drift-alert-acknowledge",
+    ),
+    path(
+        "model-versions/<uuid:version_id>/retrain/",
+        monitoring.RetrainApi.as_view(),
+        name="api-model-version-retrain",
+    ),
+    path("webhooks/", monitoring.WebhookListCreateApi.as_view(), name="api-webhooks"),
+    path(
+        "webhooks/deliveries/",
+        monitoring.WebhookDeliveryListApi.as_view(),
+        name="api-webhook-deliveries",
+    ),
 ]

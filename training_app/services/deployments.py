@@ -24,6 +24,7 @@ from ..models import Channel, Deployment, ModelVersion, RegressionCase, SignoffR
 from ..policy import validate_policy
 from ..training.base_model import PICKLED_SUFFIXES
 from .versions import adapter_manifest, manifest_digest, model_version_transition
+from .webhooks import webhook_event_emit
 
 DEPLOY_ROLES = (Role.DEPLOYER,)
 RETIRE_ROLES = (Role.DEPLOYER, Role.ADMIN)
@@ -103,6 +104,16 @@ def _go_live(
                 actor=actor,
                 payload={"channel": channel.name, "replaced_by": str(version.pk)},
             )
+    webhook_event_emit(
+        event="channel.deployed" if action == Deployment.Action.DEPLOY else "channel.rolled_back",
+        payload={
+            "channel": channel.name,
+            "version": str(version.pk),
+            "version_name": version.name,
+            "replaced": str(replaced.pk) if replaced else None,
+            "deployment": deployment.pk,
+        },
+    )
     audit_append(
         actor=actor,
         action=f"channel.{action}",

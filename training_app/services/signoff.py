@@ -25,6 +25,7 @@ from ..models import Approval, Channel, Evaluation, ModelVersion, SignoffRequest
 from ..policy import channel_policy, gate_check
 from .evaluations import evaluation_request
 from .versions import model_version_transition
+from .webhooks import webhook_event_emit
 
 REQUEST_ROLES = (Role.ML_ENGINEER, Role.ADMIN)
 # A version put forward for a further channel keeps its status (see ModelVersion.TRANSITIONS).
@@ -33,6 +34,16 @@ REQUESTABLE = {
     ModelVersion.Status.APPROVED,
     ModelVersion.Status.DEPLOYED,
 }
+
+
+def _event(request: SignoffRequest) -> dict[str, Any]:
+    """What a webhook receiver learns about a sign-off request."""
+    return {
+        "signoff_request": request.pk,
+        "version": str(request.version_id),
+        "version_name": request.version.name,
+        "channel": request.channel.name,
+    }
 
 
 def can_request_signoff(user: AbstractBaseUser) -> bool:
@@ -88,6 +99,7 @@ def signoff_request_create(
                 actor=user,
                 payload={"signoff_request": request.pk, "channel": channel.name},
             )
+        webhook_event_emit(event="version.awaiting_signoff", payload=_event(request))
         audit_append(
             actor=user,
             action="signoff.requested",
@@ -300,6 +312,8 @@ def _request_close(*, request: SignoffRequest, to: str, actor: AbstractBaseUser)
     if updated != 1:
         raise TransitionRefused(f"Sign-off request {request.pk} changed under us.")
     request.status = to
+    if to == SignoffRequest.Status.APPROVED:
+        webhook_event_emit(event="version.approved", payload=_event(request))
     version = ModelVersion.objects.select_for_update().get(pk=request.version_id)
     if version.status == ModelVersion.Status.AWAITING_SIGNOFF:
         model_version_transition(
