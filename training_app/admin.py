@@ -6,12 +6,16 @@ from .models import (
     Approval,
     BaseModel,
     Channel,
+    ChannelMonitoring,
     Deployment,
+    DriftAlert,
     Evaluation,
     ModelVersion,
     RegressionCase,
     SignoffRequest,
     TrainingRun,
+    Webhook,
+    WebhookDelivery,
 )
 
 
@@ -73,3 +77,26 @@ class DeploymentAdmin(ReadOnlyAdmin):
 @admin.register(RegressionCase)
 class RegressionCaseAdmin(ReadOnlyAdmin):
     list_display = ["channel", "position", "prompt"]
+
+
+@admin.register(ChannelMonitoring)
+class ChannelMonitoringAdmin(ReadOnlyAdmin):
+    list_display = ["channel"]
+
+
+@admin.register(DriftAlert)
+class DriftAlertAdmin(ReadOnlyAdmin):
+    list_display = ["version", "channel", "metric", "status", "observed", "baseline", "raised_at"]
+
+
+@admin.register(Webhook)
+class WebhookAdmin(ReadOnlyAdmin):
+    # The secret signs every delivery: never shown again after it is created.
+    list_display = ["name", "url", "is_active", "created_at"]
+    exclude = ["secret"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["webhook", "event", "status", "attempts", "next_attempt_at", "delivered_at"]
+    list_filter = ["status", "event"]

@@ -43,7 +43,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"worker {spec.name}: queues {', '.join(spec.queues)}")
             children.append(
                 subprocess.Popen(
-                    [sys.executable, str(manage_py), "sweep_training_runs", "--every", "30"],
+                    [sys.executable, str(manage_py), "run_maintenance", "--every", "30"],
                     env=env,
                 )
             )
