@@ -5,10 +5,11 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST
 
 from config.errors import ApplicationError
@@ -223,7 +224,10 @@ def channel_detail(request, name):
 @require_POST
 def channel_deploy_view(request, name):
     channel = get_object_or_404(Channel, name=name)
-    version = ModelVersion.objects.filter(pk=request.POST.get("version") or None).first()
+    try:
+        version = ModelVersion.objects.filter(pk=request.POST.get("version") or None).first()
+    except (ValidationError, ValueError):  # not a UUID
+        version = None
     if version is None:
         messages.error(request, "Choose a version.")
         return redirect("training:channel", name=name)
@@ -289,7 +293,9 @@ def compliance_download(request, version_id):
     _viewer(request)
     version = _version(version_id)
     answer = HttpResponse(compliance_archive(version=version), content_type="application/zip")
-    answer["Content-Disposition"] = f'attachment; filename="compliance-{version.name}.zip"'
+    answer["Content-Disposition"] = content_disposition_header(
+        True, f"compliance-{version.name}.zip"
+    )
     return answer
 
 

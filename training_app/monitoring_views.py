@@ -22,7 +22,6 @@ from .selectors import can_view_training, model_version_get
 from .services.monitoring import (
     can_retrain,
     drift_alert_acknowledge,
-    drift_check_all,
     retraining_plan,
     retraining_start,
 )
@@ -117,7 +116,6 @@ def _bucket(request) -> str:
 @login_required
 def overview(request):
     _viewer(request)
-    drift_check_all()
     bucket = _bucket(request)
     channels = overview_figures(bucket=bucket)
     for block in channels:
@@ -141,7 +139,6 @@ def version_monitoring(request, version_id):
         version = model_version_get(version_id=version_id)
     except ModelVersionNotFound as exc:
         raise Http404(exc.message) from exc
-    drift_check_all()
     bucket = _bucket(request)
     figures = version_figures(version=version, bucket=bucket)
     for block in figures["channels"]:

@@ -155,3 +155,12 @@ def test_channel_list_for_external_serving(api, personas, request_):
     assert listing[0]["policy"]["approvals_required"] == 1
     assert api(personas["reviewer"]).get("/api/channels/production/").status_code == 403
     assert api(personas["deployer"]).get("/api/channels/nope/").status_code == 404
+
+
+def test_a_malformed_version_id_on_the_deploy_form_is_a_message_not_a_500(client, personas):
+    from .governance_helpers import make_channel
+
+    make_channel("production")
+    client.force_login(personas["deployer"])
+    response = client.post("/training/channels/production/deploy/", {"version": "not-a-uuid"})
+    assert response.status_code == 302

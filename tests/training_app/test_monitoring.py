@@ -396,3 +396,36 @@ def test_the_command_prints_the_same_figures(live):
     call_command("monitoring_report", stdout=table)
     text = table.getvalue()
     assert "production" in text and version.name in text and "25.0%" in text
+
+
+def test_reading_the_figures_writes_nothing(live, thresholds, api, client, personas):
+    """Auditors read: opening the pages or the API never raises an alert (run_maintenance does)."""
+    version, channel = live
+    reviewed(version, channel, "corrected", 15)
+    reviewed(version, channel, "approved", 5)
+    events = AuditEvent.objects.count()
+    assert api(personas["auditor"]).get("/api/monitoring/").status_code == 200
+    assert (
+        api(personas["auditor"]).get(f"/api/monitoring/versions/{version.pk}/").status_code == 200
+    )
+    client.force_login(personas["auditor"])
+    assert client.get("/training/monitoring/").status_code == 200
+    assert not DriftAlert.objects.exists()
+    assert AuditEvent.objects.count() == events
+    call_command("run_maintenance")
+    assert DriftAlert.objects.count() == 1
+
+
+def test_a_mail_server_that_is_down_does_not_break_the_check(
+    live, thresholds, settings, django_capture_on_commit_callbacks
+):
+    settings.SIGNOFF_MONITORING = {**settings.SIGNOFF_MONITORING, "ALERT_EMAILS": ["ml@x.test"]}
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", 9  # nothing listens there
+    version, channel = live
+    reviewed(version, channel, "rejected", 10)
+    reviewed(version, channel, "approved", 10)
+    with django_capture_on_commit_callbacks(execute=True):
+        raised = drift_check(version=version, channel=channel)
+    assert [a.metric for a in raised] == ["rejection"]
+    assert DriftAlert.objects.count() == 1

@@ -225,3 +225,21 @@ def test_bad_retrain_input_names_the_field(personas, live, api):
         f"/api/model-versions/{version.pk}/retrain/", {"alert": 999999}, format="json"
     )
     assert answer.status_code == 400 and answer.json()["field"] == "alert"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"hyperparameters": {"num_epochs": -5}}, "hyperparameters.num_epochs"),
+        ({"name": "bad\nname"}, "name"),
+    ],
+)
+def test_a_refused_retrain_leaves_no_dataset_version_behind(personas, live, api, body, field):
+    version, _channel, dataset, reviewer = live
+    corrections(version, dataset, reviewer, 2)
+    before = type(dataset).objects.count()
+    response = api(personas["ml_engineer"]).post(
+        f"/api/model-versions/{version.pk}/retrain/", body, format="json"
+    )
+    assert response.status_code == 400 and response.data["field"] == field
+    assert type(dataset).objects.count() == before

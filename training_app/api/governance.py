@@ -4,6 +4,7 @@ One view per operation: validate -> call a service -> serialize."""
 
 from django.http import FileResponse, HttpResponse
 from django.urls import reverse
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -363,5 +364,7 @@ class ComplianceArchiveApi(APIView):
     def get(self, request, version_id):
         version = model_version_get(version_id=version_id)
         answer = HttpResponse(compliance_archive(version=version), content_type="application/zip")
-        answer["Content-Disposition"] = f'attachment; filename="compliance-{version.name}.zip"'
+        answer["Content-Disposition"] = content_disposition_header(
+            True, f"compliance-{version.name}.zip"
+        )
         return answer

@@ -23,7 +23,6 @@ from ..services.monitoring import (
     RETRAIN_ROLES,
     channel_monitoring_save,
     drift_alert_acknowledge,
-    drift_check_all,
     retraining_start,
 )
 from ..services.webhooks import WEBHOOK_ROLES, webhook_save
@@ -87,7 +86,6 @@ class MonitoringOverviewApi(APIView):
     @extend_schema(parameters=FIGURE_PARAMS, responses=dict)
     def get(self, request):
         bucket, since = figure_params(request.query_params)
-        drift_check_all()
         return Response(
             {
                 "channels": overview_figures(bucket=bucket, since=since),
@@ -103,7 +101,6 @@ class VersionMonitoringApi(APIView):
     def get(self, request, version_id):
         bucket, since = figure_params(request.query_params)
         version = model_version_get(version_id=version_id)
-        drift_check_all()
         figures = version_figures(version=version, bucket=bucket, since=since)
         figures["alerts"] = [alert_data(a) for a in alerts_list().filter(version=version)]
         return Response(figures)

@@ -2,6 +2,7 @@
 them, and the retraining flow (new dataset version + training run from the live version)."""
 
 import logging
+import smtplib
 from datetime import datetime
 from typing import Any
 
@@ -19,8 +20,10 @@ from reviews.services import audit_append, routing_rule_save
 from ..errors import GovernanceForbidden, InvalidGovernanceRequest, TransitionRefused
 from ..models import Channel, ChannelMonitoring, DriftAlert, ModelVersion, TrainingRun
 from ..monitoring import DRIFT_METRICS, drift_status
-from .runs import training_run_create
+from .runs import training_run_check, training_run_create
 from .webhooks import webhook_event_emit
+
+logger = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,15 @@ def _mail(alert: DriftAlert) -> None:
     if not to:
         return
     data = _alert_data(alert)
+    try:
+        _send_alert_mail(alert, data, to)
+    except (smtplib.SMTPException, OSError) as exc:
+        # The alert is stored, audited, on the page and in the webhooks; a mail server that
+        # is down must not turn whoever ran the check into an error.
+        logger.warning("drift alert %s: e-mail not sent: %s", alert.pk, exc)
+
+
+def _send_alert_mail(alert: DriftAlert, data: dict[str, Any], to: Any) -> None:
     send_mail(
         subject=f"[Signoff] {alert.metric} drift: {alert.version.name} on {alert.channel.name}",
         message=(
@@ -323,6 +335,16 @@ def retraining_start(
             f"No corrections of {version.name}'s answers since its dataset was built: "
             "nothing new to learn from."
         )
+    hyperparameters = hyperparameters or dict(version.config.get("hyperparameters", {}))
+    # Everything the run will check, checked before the slow build, so a refused request
+    # leaves no dataset version (and no locked outputs) behind.
+    training_run_check(
+        user=user,
+        dataset_version=None,
+        parent_version=version,
+        hyperparameters=hyperparameters,
+        name=name,
+    )
     # The build owns its transaction (and may take a while): it runs before ours.
     dataset = dataset_version_build(
         user=user, name=plan["dataset"].name, parent=plan["dataset"], **plan["options"]
@@ -332,7 +354,7 @@ def retraining_start(
             user=user,
             dataset_version=dataset,
             parent_version=version,
-            hyperparameters=hyperparameters or dict(version.config.get("hyperparameters", {})),
+            hyperparameters=hyperparameters,
             name=name,
             enqueue=enqueue,
         )

@@ -7,6 +7,7 @@ a configured number of lost attempts. torch is imported only inside `training_ru
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -45,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 LAUNCH_ROLES = (Role.ML_ENGINEER, Role.ADMIN)
 # A parent must have trained successfully and not have been turned down.
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 PARENT_STATUSES = {
     ModelVersion.Status.TRAINED,
     ModelVersion.Status.EVALUATED,
@@ -101,21 +103,21 @@ def _run_transition(
 # -- create and cancel ------------------------------------------------------------------------
 
 
-def training_run_create(
+def training_run_check(
     *,
     user: AbstractBaseUser,
-    dataset_version: DatasetVersion,
+    dataset_version: DatasetVersion | None,
     base_model: BaseModel | None = None,
     parent_version: ModelVersion | None = None,
     hyperparameters: dict[str, Any] | None = None,
     name: str = "",
-    enqueue: bool = True,
-) -> TrainingRun:
-    """Validate everything up front, record the run and its model version (status training),
-    and queue it for a worker once the transaction commits."""
+) -> tuple[BaseModel, dict[str, Any], str]:
+    """Every check of `training_run_create`, with no side effect: (base model, complete
+    hyperparameters, clean name). Flows that must do slow work first (building a dataset) call
+    it before, so a bad request leaves nothing behind. dataset_version=None skips its check."""
     if not can_launch_training(user):
         raise TrainingForbidden("Only ML engineers and admins launch training runs.")
-    if dataset_version.status != DatasetVersion.Status.READY:
+    if dataset_version is not None and dataset_version.status != DatasetVersion.Status.READY:
         raise InvalidTrainingRequest(
             f"Dataset version {dataset_version.pk} is {dataset_version.status}, not ready.",
             field="dataset_version",
@@ -152,9 +154,36 @@ def training_run_create(
     name = name.strip()
     if len(name) > 100:
         raise InvalidTrainingRequest("At most 100 characters.", field="name")
+    if name and not VERSION_NAME.fullmatch(name):
+        # Names end up in file names, headers and URLs.
+        raise InvalidTrainingRequest(
+            "Letters, digits, '.', '_' and '-' only (it names files and URLs).", field="name"
+        )
     if name and ModelVersion.objects.filter(name=name).exists():
         raise InvalidTrainingRequest(f"A model version named {name} exists.", field="name")
+    return base_model, params, name
 
+
+def training_run_create(
+    *,
+    user: AbstractBaseUser,
+    dataset_version: DatasetVersion,
+    base_model: BaseModel | None = None,
+    parent_version: ModelVersion | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    name: str = "",
+    enqueue: bool = True,
+) -> TrainingRun:
+    """Validate everything up front, record the run and its model version (status training),
+    and queue it for a worker once the transaction commits."""
+    base_model, params, name = training_run_check(
+        user=user,
+        dataset_version=dataset_version,
+        base_model=base_model,
+        parent_version=parent_version,
+        hyperparameters=hyperparameters,
+        name=name,
+    )
     with transaction.atomic():
         run = TrainingRun.objects.create(
             dataset_version=dataset_version,
@@ -594,12 +623,14 @@ def training_runs_sweep(*, now: Any = None) -> dict[str, list[str]]:
     )
     for run in stale:
         with transaction.atomic():
-            # The heartbeat is re-checked in the compare-and-set: a worker that just came back
-            # to life keeps its run.
-            fresh = TrainingRun.objects.filter(
-                pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=stale_before
+            # Re-read under a row lock: a worker that just came back to life keeps its run, and
+            # its next heartbeat waits for this decision (then finds its lease gone).
+            run = (
+                TrainingRun.objects.select_for_update(no_key=True)
+                .filter(pk=run.pk, status=TrainingRun.Status.RUNNING, heartbeat_at__lt=stale_before)
+                .first()
             )
-            if not fresh.exists():
+            if run is None:
                 continue
             seen = f"{run.heartbeat_at:%Y-%m-%d %H:%M:%S}"
             lost = f"worker {run.lease_owner} stopped (last heartbeat {seen})"

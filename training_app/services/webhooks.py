@@ -173,6 +173,12 @@ def _claim(delivery_id: Any) -> WebhookDelivery | None:
         )
         if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
             return None
+        if not delivery.webhook.is_active:
+            # Switched off by an admin: its pending deliveries stop here, with the reason.
+            WebhookDelivery.objects.filter(pk=delivery.pk).update(
+                status=WebhookDelivery.Status.FAILED, last_error="webhook deactivated"
+            )
+            return None
         now = timezone.now()
         if delivery.next_attempt_at > now:
             return None

@@ -10,13 +10,19 @@ import math
 import tempfile
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections, connection
 
 from config.errors import ApplicationError
+
+# Statuses whose adapters this server may answer with (rollback returns a version to approved).
+SERVABLE = {"approved", "deployed"}
+MAX_NEW_TOKENS = settings.SIGNOFF_GOVERNANCE["GENERATE_MAX_NEW_TOKENS"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,15 +146,21 @@ def make_handler(cache: ModelCache) -> type[BaseHTTPRequestHandler]:
                 body = json.loads(self.rfile.read(length) or b"{}")
                 version = (
                     ModelVersion.objects.select_related("base_model")
-                    .filter(pk=body.get("version_id"))
+                    .filter(pk=uuid.UUID(str(body.get("version_id"))))
                     .first()
                 )
                 if version is None:
                     return self._send(404, {"detail": "no such model version"})
+                # Only signed-off versions answer, whoever asks this port.
+                if version.status not in SERVABLE:
+                    return self._send(
+                        409, {"detail": f"{version.name} is {version.status}, not signed off"}
+                    )
+                max_new_tokens = int(body.get("max_new_tokens") or 64)
+                if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+                    return self._send(400, {"detail": f"max_new_tokens: 1 to {MAX_NEW_TOKENS}"})
                 answer = cache.generate(
-                    version=version,
-                    messages=body["messages"],
-                    max_new_tokens=int(body.get("max_new_tokens") or 64),
+                    version=version, messages=body["messages"], max_new_tokens=max_new_tokens
                 )
             except ApplicationError as exc:
                 return self._send(
