@@ -349,3 +349,27 @@ def demo_outputs(count: int = 300, seed: int = 7) -> Iterator[dict[str, Any]]:
 def demo_right_answers(count: int = 300, seed: int = 7) -> dict[str, str]:
     """external_id -> the answer a careful reviewer settles on (house style)."""
     return {payload["external_id"]: right for payload, right in demo_items(count, seed)}
+
+
+def demo_regression_set() -> list[dict[str, str]]:
+    """A channel's fixed regression questions, answered in the same house style as the
+    reviewers' corrections (fixed slots, so the set never changes)."""
+    slots = {
+        "vehicle": "2018 Subaru Outback",
+        "city": "Madison",
+        "when": "on Saturday",
+        "relative": "daughter",
+        "name": "Emma Novak",
+        "room": "basement",
+        "pet": "dog",
+        "day": "15",
+        "policy": "HM-424242",
+    }
+    picks = [(2, 1), (1, 0), (6, 1), (4, 1), (7, 0)]  # (scenario, question template)
+    return [
+        {
+            "prompt": _fill(SCENARIOS[s].questions[q], slots),
+            "reference": _fill(SCENARIOS[s].right, slots),
+        }
+        for s, q in picks
+    ]

@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from reviews.demo_data import demo_outputs, demo_right_answers
+from reviews.demo_data import demo_outputs, demo_regression_set, demo_right_answers
 from reviews.models import Output, Queue, Role, RoutingRule
 from reviews.services import (
     outputs_ingest,
@@ -59,25 +59,7 @@ DEMO_CHANNELS = [
     ("production", "Customer-facing answers.", {"approvals_required": 2}),
 ]
 
-DEMO_REGRESSION_SET = [
-    {
-        "prompt": "What is the collision deductible on a standard policy?",
-        "reference": "It is $500 on standard policies. Next step: check your policy schedule.",
-    },
-    {
-        "prompt": "How long does it take to pay a claim?",
-        "reference": "Claims are paid in 5-10 business days. Next step: upload your documents.",
-    },
-    {
-        "prompt": "How far will you tow my car?",
-        "reference": "Towing is covered up to 15 miles. Next step: call roadside assistance.",
-    },
-    {
-        "prompt": "Can I change my payment date?",
-        "reference": "Yes, once per term, to any day from the 1st to the 28th. "
-        "Next step: change it under Billing.",
-    },
-]
+DEMO_REGRESSION_SET = demo_regression_set()
 
 
 def demo_password(username: str) -> str:
