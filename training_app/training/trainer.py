@@ -43,7 +43,7 @@ class TrainingArguments:
         metadata={"help": "Module names that get adapters (default: every linear layer)."},
     )
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
-    num_epochs: int = field(default=1, metadata={"help": "Passes over the training split."})
+    num_epochs: int = field(default=2, metadata={"help": "Passes over the training split."})
     batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Forward passes per optimizer step."}
