@@ -198,6 +198,16 @@ class QueueAgreementApi(APIView):
         )
 
 
+def _claim_body(lease) -> dict:
+    """What a reviewer gets with a lease: the item (blind) and the queue's current guidelines."""
+    guidelines = selectors.guidelines_current(queue=lease.queue)
+    return {
+        "lease": LeaseSerializer(lease).data,
+        "item": ReviewItemSerializer(lease.output).data,
+        "guidelines": GuidelineSerializer(guidelines).data if guidelines else None,
+    }
+
+
 class QueueClaimApi(APIView):
     """Lease the next item of the queue to the caller: 200 with it, 204 when nothing is left."""
 
@@ -217,14 +227,7 @@ class QueueClaimApi(APIView):
         lease = services.queue_claim_next(queue=queue, user=request.user)
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        guidelines = queue.guideline_versions.order_by("-version").first()
-        return Response(
-            {
-                "lease": LeaseSerializer(lease).data,
-                "item": ReviewItemSerializer(lease.output).data,
-                "guidelines": GuidelineSerializer(guidelines).data if guidelines else None,
-            }
-        )
+        return Response(_claim_body(lease))
 
 
 class LeaseRenewApi(APIView):
@@ -297,14 +300,7 @@ class ReviewUndoApi(APIView):
     @extend_schema(request=None, responses=ClaimSerializer)
     def post(self, request: Request, pk: int) -> Response:
         lease = services.review_undo(review_id=pk, user=request.user)
-        guidelines = lease.queue.guideline_versions.order_by("-version").first()
-        return Response(
-            {
-                "lease": LeaseSerializer(lease).data,
-                "item": ReviewItemSerializer(lease.output).data,
-                "guidelines": GuidelineSerializer(guidelines).data if guidelines else None,
-            }
-        )
+        return Response(_claim_body(lease))
 
 
 class RoutingRuleListCreateApi(generics.ListAPIView):

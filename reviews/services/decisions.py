@@ -11,8 +11,9 @@ from django.utils import timezone
 
 from ..diffing import word_diff
 from ..errors import AlreadyResolved, LeaseLost, PermissionRefused, ValidationFailed
-from ..models import GuidelineVersion, Lease, Output, Review, Role
+from ..models import Lease, Output, Review, Role
 from ..roles import can_work_queue, has_role
+from ..selectors import guidelines_current
 from .audit import audit_append, audit_append_many
 from .leases import _held_lease, lease_end
 
@@ -71,10 +72,6 @@ def _validate(
             raise ValidationFailed(f"{name}: contains a NUL character", field=name)
 
 
-def _current_guidelines(queue_id: int) -> GuidelineVersion | None:
-    return GuidelineVersion.objects.filter(queue_id=queue_id).order_by("-version").first()
-
-
 @transaction.atomic
 def review_submit(
     *,
@@ -107,7 +104,7 @@ def review_submit(
         reviewer=user,
         lease=lease,
         queue=lease.queue,
-        guideline_version=_current_guidelines(lease.queue_id),
+        guideline_version=guidelines_current(queue=lease.queue),
         stage=stage,
         decision=decision,
         original_output=output.output_text,

@@ -10,6 +10,7 @@ from django.forms.models import model_to_dict
 from ..errors import PermissionRefused, ValidationFailed
 from ..models import GuidelineVersion, Queue, Role, RoutingRule
 from ..roles import has_role
+from ..selectors import guidelines_current
 from .audit import audit_append
 
 QUEUE_FIELDS = {
@@ -105,7 +106,7 @@ def guidelines_publish(*, queue: Queue, user: AbstractBaseUser, text: str) -> Gu
         raise ValidationFailed("guidelines: contains a NUL character", field="guidelines")
     # Locked so that two editors cannot both publish "version n + 1".
     Queue.objects.select_for_update(no_key=True).get(pk=queue.pk)
-    current = GuidelineVersion.objects.filter(queue=queue).order_by("-version").first()
+    current = guidelines_current(queue=queue)
     if current is not None and current.text == text:
         return current
     version = GuidelineVersion.objects.create(
