@@ -7,7 +7,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup demo test test-sqlite test-postgres browser lint format clean
+.PHONY: setup demo test test-sqlite test-postgres browser soak bench lint format clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -55,6 +55,22 @@ test-postgres: setup
 	else \
 		echo "== PostgreSQL not reachable at $$url: its run (claim concurrency tests) is skipped"; \
 	fi
+
+# Long soak variants of the reliability suite (never part of `make test`): SQLite, then
+# PostgreSQL when one answers.
+soak: setup
+	env -u DATABASE_URL $(PY) -m pytest -m soak
+	@url="$${DATABASE_URL:-$(PG_URL)}"; \
+	if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$$url" 2>/dev/null; then \
+		echo "== PostgreSQL soak ($$url)"; DATABASE_URL="$$url" $(PY) -m pytest -m soak; \
+	else echo "== PostgreSQL not reachable at $$url: its soak run is skipped"; fi
+
+# Benchmarks, one at a time, with a summary table and plots (docs/benchmarks/).
+# QUICK=1: small sizes, a few minutes. ONLY=claims-postgres,ingest-postgres: a subset.
+bench: setup
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py prepare_base_model
+	$(PY) bench/run_all.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
 lint: setup
 	$(PY) -m ruff check .

@@ -15,6 +15,7 @@ import time
 
 from common import (
     Progress,
+    headline,
     parser,
     scratch_database,
     setup_django,
@@ -268,6 +269,14 @@ def main() -> None:
             f"  {key}: {largest[key]} vs {target} -> "
             f"{verdict(largest[key], target, lower_is_better=True)}"
         )
+    headlines = [
+        headline(f"claim {key[:-3]} at {loaded:,} pending", largest[key], "ms", target=target)
+        for key, target in targets.items()
+    ]
+    headlines.append(headline("duplicate claims", duplicates, target=0))
+    if not postgres:
+        locked = sum(r["locked_errors_reaching_user"] for r in rounds)
+        headlines.append(headline("'database is locked' reaching a reviewer", locked, target=0))
     write_result(
         f"claims-{args.db}",
         {
@@ -277,6 +286,23 @@ def main() -> None:
             "duplicate_claims": duplicates,
             "plan": plan,
             "targets": targets,
+            "headline": headlines,
+            "curve": {
+                "title": f"Claim latency, {reviewers} reviewers, {args.db} "
+                f"({finished:,} finished rows beside)",
+                "x": "pending outputs",
+                "y": "claim latency (ms)",
+                "xscale": "log",
+                "series": {
+                    label: [[r["pending"], r["claim"][key]] for r in rounds]
+                    for label, key in (
+                        ("median", "median_ms"),
+                        ("p95", "p95_ms"),
+                        ("p99", "p99_ms"),
+                    )
+                },
+                "targets": {f"{key[:-3]} target": t for key, t in targets.items()},
+            },
         },
     )
 

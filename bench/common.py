@@ -113,5 +113,29 @@ def verdict(value: float, target: float, *, lower_is_better: bool) -> str:
     ok = value <= target if lower_is_better else value >= target
     if ok:
         return "MET"
+    if target == 0 or value == 0:
+        return f"MISSED ({value:g} vs {target:g})"
     ratio = value / target if lower_is_better else target / value
     return f"MISSED by {ratio:.2f}x"
+
+
+def headline(
+    figure: str,
+    value: float,
+    unit: str = "",
+    *,
+    baseline: float | None = None,
+    target: float | None = None,
+    lower_is_better: bool = True,
+    target_on: str = "value",
+) -> dict:
+    """One row of `make bench`'s summary table. `target_on="ratio"` compares the ratio
+    value / baseline with the target instead of the value itself."""
+    ratio = round(value / baseline, 3) if baseline else None
+    row = {"figure": figure, "value": value, "unit": unit, "baseline": baseline, "ratio": ratio}
+    if target is not None:
+        judged = ratio if target_on == "ratio" else value
+        sign = "<=" if lower_is_better else ">="
+        row["target"] = f"{sign} {target:g}{'x' if target_on == 'ratio' else ' ' + unit}".strip()
+        row["verdict"] = verdict(judged, target, lower_is_better=lower_is_better)
+    return row
