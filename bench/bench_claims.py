@@ -8,6 +8,7 @@ decision), duplicate claims counted from the database, and the claim query's pla
     python bench/bench_claims.py --db postgres                 # 10k, 100k, 1M pending + 5M done
     python bench/bench_claims.py --db sqlite                   # 10k, 100k pending, 8 reviewers
     python bench/bench_claims.py --db postgres --quick
+    python bench/bench_claims.py --db postgres --reuse         # keep the filled database
 """
 
 import multiprocessing as mp
@@ -205,7 +206,13 @@ def claim_plan(queue_id: int, user_id: int) -> str:
 
 
 def main() -> None:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="keep the database an earlier run filled (pending items are topped up)",
+    )
+    args = p.parse_args()
     postgres = args.db == "postgres"
     if postgres:
         sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
@@ -217,21 +224,23 @@ def main() -> None:
         reviewers = 8
     claims_per_round = 3_000 if args.quick else 10_000
 
-    setup_django(scratch_database(args.db, "bench_claims"))
+    setup_django(scratch_database(args.db, f"bench_claims_{finished}", reuse=args.reuse))
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
     from reviews.models import Output, Queue
 
-    queue = Queue.objects.create(name="bench", lease_seconds=600)
+    queue, _ = Queue.objects.get_or_create(name="bench", defaults={"lease_seconds": 600})
     group = Group.objects.get(name="reviewer")
     users = []
     for i in range(reviewers):
-        user = get_user_model().objects.create(username=f"bench-reviewer-{i}")
+        user, _ = get_user_model().objects.get_or_create(username=f"bench-reviewer-{i}")
         user.groups.add(group)
         users.append(user.pk)
 
-    fill(queue.pk, finished, finished=True, prefix="done")
+    finished_now = Output.objects.filter(queue=queue, status="resolved").count()
+    if finished_now < finished:
+        fill(queue.pk, finished - finished_now, finished=True, prefix=f"done{finished_now}")
     rounds, loaded = [], 0
     for size in sizes:
         pending_now = Output.objects.filter(queue=queue, status="pending").count()

@@ -23,18 +23,23 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def scratch_database(kind: str, name: str) -> str:
-    """Create an empty database for one benchmark and return its URL."""
+def scratch_database(kind: str, name: str, *, reuse: bool = False) -> str:
+    """Create an empty database for one benchmark and return its URL; `reuse` keeps one left
+    by an earlier run (its filling is the slow part of the large benchmarks)."""
     if kind == "sqlite":
         path = Path("/tmp") / f"{name}.sqlite3"
+        if reuse and path.exists():
+            return f"sqlite:///{path}"
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
         return f"sqlite:///{path}"
     import psycopg
 
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not (reuse and exists):
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
