@@ -23,13 +23,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# migrate, seed_demo and prepare_base_model run inside run_demo (--prepare): each skips work
+# already done, so a second start takes seconds. The address and demo users are printed once the
+# site answers; Ctrl+C stops every process it started.
 demo: setup
-	$(PY) manage.py migrate --noinput
-	$(PY) manage.py seed_demo
-	$(PY) manage.py prepare_base_model
-	@echo
-	@echo "Signoff is running at http://$(HOST):$(PORT)/  (admin: /admin/, API docs: /api/docs/)"
-	$(PY) manage.py run_demo $(HOST):$(PORT)
+	$(PY) manage.py run_demo --prepare $(HOST):$(PORT)
 
 test: test-sqlite test-postgres
 

@@ -220,6 +220,25 @@ def fill(size: int, seed: int) -> tuple[object, float]:
     return engineer, time.perf_counter() - started
 
 
+def cpu_seconds() -> tuple[float, float | None]:
+    """CPU time so far of this process and of its PostgreSQL backend (None when the server is
+    not on this machine). On a shared, busy machine wall times swing with the load; CPU time
+    much less, so both are printed."""
+    from django.db import connection
+
+    mine = time.process_time()
+    if connection.vendor != "postgresql":
+        return mine, None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return mine, None
+    return mine, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=2000, help="resolved outputs (default 2000)")
@@ -240,16 +259,19 @@ def main() -> None:
     else:
         engineer, fill_s = fill(args.size, args.seed)
     print(f"database: {connection.vendor} ({url.rsplit('/', 1)[-1]}); outputs: {args.size}")
+    print("load average before the build: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"insert outputs and reviews (not timed in the build): {fill_s:.2f} s")
 
     from datasets_app import services
 
     timings: dict[str, float] = {}
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     version = services.dataset_version_build(
         user=engineer, name="bench", seed=args.seed, timings=timings
     )
     total = time.perf_counter() - started
+    cpu_after = cpu_seconds()
     print(f"{'step':<18}{'seconds':>9}")
     for step, seconds in timings.items():
         print(f"{step:<18}{seconds:>9.2f}")
@@ -262,6 +284,12 @@ def main() -> None:
     print(f"train {counts['train']}, eval {counts['eval']}, pii {counts['pii']}, "
           f"negatives {counts['negatives_available']}")  # fmt: skip
     print(f"manifest {version.manifest_hash}")
+    python_cpu = cpu_after[0] - cpu_before[0]
+    if cpu_after[1] is not None and cpu_before[1] is not None:
+        database_cpu = f"{cpu_after[1] - cpu_before[1]:.2f} s"
+    else:
+        database_cpu = "n/a"
+    print(f"CPU time of the build: Python {python_cpu:.2f} s, database backend {database_cpu}")
 
     # A second build over the same outputs: examples already exist, so no sync cost.
     timings = {}
@@ -273,6 +301,7 @@ def main() -> None:
     steps = ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
     print(f"second build (examples already synced): total {total:.2f} s ({steps})")
     print(f"same manifest: {again.manifest_hash == version.manifest_hash}")
+    print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,17 @@ class DatasetVersion(models.Model):
     run_started_at = models.DateTimeField(
         null=True, blank=True, help_text="Set by the one worker that claimed the build."
     )
+    # The build's lease, so that a sweeper (services.dataset_builds_recover) can tell a lost
+    # message or a dead worker from a slow build: the claim sets run_token and heartbeat_at,
+    # every step renews heartbeat_at, and only the holder of run_token may finish the build.
+    run_token = models.CharField(max_length=32, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="How many times a worker claimed this build."
+    )
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its build message was last sent."
+    )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
@@ -128,7 +139,10 @@ class DatasetVersionExample(models.Model):
         TRAIN = "train", "Train"
         EVAL = "eval", "Eval"
 
-    version = models.ForeignKey(DatasetVersion, on_delete=models.CASCADE, related_name="members")
+    # No index of its own: both unique constraints below start with the version.
+    version = models.ForeignKey(
+        DatasetVersion, on_delete=models.CASCADE, related_name="members", db_index=False
+    )
     example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="memberships")
     split = models.CharField(max_length=8, choices=Split.choices)
     position = models.PositiveIntegerField(help_text="Order within the split.")

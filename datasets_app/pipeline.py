@@ -42,6 +42,7 @@ class Item:
     rejected_text: str = ""
     content_hash: str = ""
     split: str = ""
+    input_key: str = ""  # the loose input exact dedup compared; near dedup groups by it
 
     @property
     def prompt_text(self) -> str:
@@ -54,6 +55,13 @@ class Item:
     @property
     def target(self) -> str:
         return self.messages[-1]["content"] if self.messages else ""
+
+    def texts(self) -> list[str]:
+        """Every text a content step reads or rewrites: the messages, then the rejected text."""
+        out = [m["content"] for m in self.messages]
+        if self.rejected_text:
+            out.append(self.rejected_text)
+        return out
 
     def values(self, dimension: str) -> list[str]:
         if dimension == "label":
@@ -90,8 +98,13 @@ class StepReport:
         }
 
 
+# One encoder for every call: json.dumps with options builds a new encoder each time, which
+# cost more than the encoding itself for ~300k small values per build. Same output.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def content_hash(messages: list[dict[str, str]], rejected_text: str = "") -> str:
@@ -125,6 +138,19 @@ _NBSP_RE = re.compile(r"[\u00a0\u2000-\u200a\u202f\u205f\u3000]")
 _BLANKS_RE = re.compile(r"\n{3,}")
 
 
+def _maybe_untidy(text: str) -> bool:
+    """False only for text normalise_text returns unchanged: printable ASCII and newlines
+    (no carriage return, tab, control or non-ASCII character), no space before a line end,
+    no run of blank lines, nothing to strip. A few C-level string calls, where normalise_text
+    costs several regex passes; most texts are already tidy."""
+    return (
+        not (text.isascii() and text.replace("\n", "").isprintable())
+        or " \n" in text
+        or "\n\n\n" in text
+        or text != text.strip()
+    )
+
+
 def normalise_text(text: str) -> tuple[str, set[str]]:
     """NFC, no stray control or zero-width characters, \\n line ends, no trailing spaces,
     at most one blank line in a row, no leading/trailing blank space. Inner spacing is kept
@@ -156,6 +182,8 @@ def normalise_text(text: str) -> tuple[str, set[str]]:
 def step_normalise(items: list[Item]) -> tuple[list[Item], StepReport]:
     report = StepReport("normalise", len(items), len(items))
     for item in items:
+        if not any(map(_maybe_untidy, item.texts())):
+            continue
         why: set[str] = set()
         for message in item.messages:
             message["content"], reasons = normalise_text(message["content"])
@@ -186,6 +214,9 @@ _NUMBER_RE = re.compile("|".join([_CARD, _PHONE]))
 _IBAN_HINT = re.compile(r"[A-Z]{2}\d{2}")
 _NUMBER_RUN = re.compile(r"[+(]?\d[\d ().+-]*\d")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# Seven digits with only number-run separators between them: a run of _NUMBER_RUN with 7+
+# digits, the least the card and phone checks examine.
+_SEVEN_DIGIT_RUN = re.compile(r"\d(?:[ ().+-]*\d){6}")
 PII_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
 BUILTIN_PII_TYPES = ("EMAIL", "IBAN", "CARD", "PHONE")
 
@@ -246,6 +277,23 @@ def _phone_ok(text: str) -> bool:
     return len(groups) >= 3 or (len(groups) == 1 and digits >= 10)
 
 
+def _may_hold_pii(text: str) -> bool:
+    """False only for text the built-in patterns leave unchanged: no @ (e-mail), no IBAN hint
+    and no run of 7+ digits. Counting ASCII digits with bytes.translate rules most texts out
+    before any regex runs."""
+    if "@" in text:
+        return True
+    if text.isascii():
+        raw = text.encode("ascii")
+        digits = len(raw) - len(raw.translate(None, b"0123456789"))
+        if digits < 2:  # the IBAN hint needs two, a number run seven
+            return False
+        if digits >= 7 and _SEVEN_DIGIT_RUN.search(text):
+            return True
+        return _IBAN_HINT.search(text) is not None
+    return bool(_SEVEN_DIGIT_RUN.search(text) or _IBAN_HINT.search(text))
+
+
 class PiiScrubber:
     """Replaces PII with typed placeholders (`<EMAIL>`) and counts what it found, per type."""
 
@@ -294,7 +342,7 @@ class PiiScrubber:
         pieces, last = [], 0
         for run in _NUMBER_RUN.finditer(text):
             start, end = run.span()
-            if sum(ch.isdigit() for ch in run.group(0)) < 7:
+            if sum(map(str.isdigit, run.group(0))) < 7:
                 continue
             if any(a < end and start < b for a, b in protected):
                 continue
@@ -318,21 +366,27 @@ def step_pii(
     if mode == "off":
         return items, report, {}
     scrubber = PiiScrubber(patterns)
+    # Most texts hold no PII and are ruled out cheaply; configured patterns can match anything,
+    # so with them every text is scrubbed.
+    may_hold: Callable[[str], bool] = (lambda text: True) if scrubber.extra else _may_hold_pii
     kept: list[Item] = []
     for item in items:
         found: Counter = Counter()
         new_contents = []
         for message in item.messages:
-            cleaned, hits = scrubber.scrub(message["content"])
+            cleaned = message["content"]
+            if may_hold(cleaned):
+                cleaned, hits = scrubber.scrub(cleaned)
+                found.update(hits)
             new_contents.append(cleaned)
-            found += hits
-        rejected, hits = scrubber.scrub(item.rejected_text) if item.rejected_text else ("", None)
-        if hits:
-            found += hits
-        per_type += found
+        rejected = item.rejected_text
+        if rejected and may_hold(rejected):
+            rejected, hits = scrubber.scrub(rejected)
+            found.update(hits)
         if not found:
             kept.append(item)
             continue
+        per_type.update(found)
         if mode == "drop":
             report.reasons.update(f"contains {kind}" for kind in found)
             continue
@@ -359,13 +413,17 @@ def _loose(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
+def _loose_turns(item: Item) -> list[str]:
+    return [f"{m['role']}\x1f{_loose(m['content'])}" for m in item.messages]
+
+
 def exact_key(item: Item) -> str:
     """Messages compared ignoring case and whitespace."""
-    return "\x1e".join(f"{m['role']}\x1f{_loose(m['content'])}" for m in item.messages)
+    return "\x1e".join(_loose_turns(item))
 
 
 def input_key(item: Item) -> str:
-    return "\x1e".join(f"{m['role']}\x1f{_loose(m['content'])}" for m in item.messages[:-1])
+    return "\x1e".join(_loose_turns(item)[:-1])
 
 
 def assign_hashes(items: list[Item]) -> None:
@@ -376,16 +434,21 @@ def assign_hashes(items: list[Item]) -> None:
 def step_exact_dedup(items: list[Item]) -> tuple[list[Item], StepReport]:
     report = StepReport("exact_dedup", len(items), 0)
     best: dict[str, Item] = {}
+    keys: list[str] = []
     for item in items:
-        key = exact_key(item)
+        # Each text is folded once for both keys: near dedup groups by the input key.
+        turns = _loose_turns(item)
+        item.input_key = "\x1e".join(turns[:-1])
+        key = "\x1e".join(turns)
+        keys.append(key)
         current = best.get(key)
         if current is None or keeper_key(item) < keeper_key(current):
             best[key] = item
     kept_ids = {id(item) for item in best.values()}
     kept = [item for item in items if id(item) in kept_ids]
-    for item in items:
+    for item, key in zip(items, keys, strict=True):
         if id(item) not in kept_ids:
-            keeper = best[exact_key(item)]
+            keeper = best[key]
             report.reasons["same messages ignoring case and whitespace"] += 1
             report.samples.append({"removed": item.example_id, "kept": keeper.example_id})
     report.count_out = len(kept)
@@ -626,7 +689,7 @@ def build_input_graph(items: list[Item], *, threshold: float, ngram: int) -> Inp
     group_of: list[int] = []
     group_texts: list[str] = []
     for item in items:
-        key = input_key(item)
+        key = item.input_key or input_key(item)
         group = groups.get(key)
         if group is None:
             group = groups[key] = len(group_texts)
@@ -789,9 +852,8 @@ def step_split(
         item.split = "train"
     if eval_fraction <= 0 or not items:
         return report
-    ranked = sorted(
-        items, key=lambda it: (seeded_rank(seed, "split", it.content_hash), it.content_hash)
-    )
+    rank = {id(it): seeded_rank(seed, "split", it.content_hash) for it in items}
+    ranked = sorted(items, key=lambda it: (rank[id(it)], it.content_hash))
     if stratify:
         report.extra["stratify"] = stratify
         strata: dict[str, list[Item]] = defaultdict(list)
@@ -803,7 +865,7 @@ def step_split(
     else:
         limit = int(eval_fraction * 2**64)
         for item in ranked:
-            if seeded_rank(seed, "split", item.content_hash) < limit:
+            if rank[id(item)] < limit:
                 item.split = "eval"
     if len(items) >= 2 and not any(item.split == "eval" for item in items):
         ranked[0].split = "eval"  # a tiny set still gets one eval example

@@ -15,18 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from reviews.models import Output, Review
 from reviews.services import audit_append
@@ -291,43 +295,52 @@ def _caps(value: Any) -> dict[str, dict[str, int]]:
 
 
 def insert_rows(model: type[models.Model], rows: list[dict[str, Any]]) -> None:
-    """Insert many rows of one model fast: COPY on PostgreSQL, one executemany elsewhere.
-
-    A version of 100,000 examples must be written in seconds; the ORM's bulk_create spends
-    most of that building model objects and adapting values one by one. Every row must carry
-    every column named by the first row, with JSON fields as Python values (dumped here) and
-    datetimes aware. Runs inside the caller's transaction.
-    """
+    """Insert many rows of one model fast (see insert_tuples); every row must carry every
+    column named by the first row."""
     if not rows:
         return
     names = list(rows[0])
+    insert_tuples(model, names, [[row[name] for name in names] for row in rows])
+
+
+_JSON = json.JSONEncoder(ensure_ascii=False)  # json.dumps(ensure_ascii=False), built once
+
+
+def insert_tuples(model: type[models.Model], names: list[str], rows: list[list[Any]]) -> None:
+    """Insert many rows of one model fast: COPY on PostgreSQL, one executemany elsewhere.
+
+    A version of 100,000 examples must be written in seconds; the ORM's bulk_create spends
+    most of that building model objects and adapting values one by one. `rows` hold values in
+    the order of `names` (field names), JSON fields as Python values (dumped here), datetimes
+    aware. The lists are changed in place. Runs inside the caller's transaction.
+    """
+    if not rows:
+        return
     fields = [model._meta.get_field(name) for name in names]
     columns = [field.column for field in fields]
     json_at = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
     time_at = [i for i, f in enumerate(fields) if isinstance(f, models.DateTimeField)]
+    if connection.vendor == "postgresql":
+        time_at = []  # psycopg adapts aware datetimes itself
     adapt_time = connection.ops.adapt_datetimefield_value
+    dump = _JSON.encode
+    for row in rows:
+        for i in json_at:
+            row[i] = dump(row[i])
+        for i in time_at:
+            row[i] = adapt_time(row[i])
     table = connection.ops.quote_name(model._meta.db_table)
     column_list = ", ".join(connection.ops.quote_name(c) for c in columns)
-
-    def values(row: dict[str, Any]) -> list[Any]:
-        out = [row[name] for name in names]
-        for i in json_at:
-            out[i] = json.dumps(out[i], ensure_ascii=False)
-        if connection.vendor != "postgresql":
-            for i in time_at:
-                out[i] = adapt_time(out[i])
-        return out
-
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             with cursor.cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:
                 for row in rows:
-                    copy.write_row(values(row))
+                    copy.write_row(row)
         else:
             marks = ", ".join(["%s"] * len(columns))
             sql = f"INSERT INTO {table} ({column_list}) VALUES ({marks})"
             for start in range(0, len(rows), WRITE_BATCH):
-                cursor.executemany(sql, [values(row) for row in rows[start : start + WRITE_BATCH]])
+                cursor.executemany(sql, rows[start : start + WRITE_BATCH])
 
 
 def _serialise_syncs() -> None:
@@ -776,13 +789,31 @@ def dataset_version_create(
     return version
 
 
-def _set_progress(version_id: int, step: str, done: int, total: int) -> None:
-    DatasetVersion.objects.filter(pk=version_id, status=DatasetVersion.Status.BUILDING).update(
-        progress={"step": step, "done": done, "total": total}
-    )
+class _LeaseLost(Exception):
+    """This worker no longer holds the build: the sweeper gave it to another after its
+    heartbeat went stale. The build stops without touching the version."""
 
 
-def _candidates(settings: BuildSettings) -> tuple[list[pipeline.Item], int]:
+def _set_progress(version_id: int, run_token: str, step: str, done: int, total: int) -> None:
+    """Record progress and renew the build's heartbeat; raises _LeaseLost if the build was
+    taken away from this worker."""
+    alive = DatasetVersion.objects.filter(
+        pk=version_id, status=DatasetVersion.Status.BUILDING, run_token=run_token
+    ).update(progress={"step": step, "done": done, "total": total}, heartbeat_at=timezone.now())
+    if not alive:
+        raise _LeaseLost(f"dataset version {version_id}: build taken over or ended")
+
+
+@dataclass
+class Candidates:
+    items: list[pipeline.Item]
+    negatives: int
+    # example id -> (output id, label, resolved_at) as read: what the outputs must still say
+    # when the version is written.
+    sources: dict[int, tuple[int, str, datetime | None]]
+
+
+def _candidates(settings: BuildSettings) -> Candidates:
     """Positive examples matching the filters, as pipeline items; and the negatives count."""
     examples = Example.objects.all()
     if settings.queues:
@@ -804,29 +835,52 @@ def _candidates(settings: BuildSettings) -> tuple[list[pipeline.Item], int]:
     if not settings.include_auto_accepted:
         examples = examples.filter(unreviewed=False)
     negatives = examples.filter(kind=Example.Kind.NEGATIVE).count()
-    rows = (
+    query = (
         examples.filter(kind=Example.Kind.POSITIVE, label__in=settings.labels)
         .order_by("id")
         .values_list(
-            "id", "messages", "label", "weight", "source", "queue_name", "tags", "original_text"
+            "id",
+            "messages",
+            "label",
+            "weight",
+            "source",
+            "queue_name",
+            "tags",
+            "original_text",
+            "output_id",
+            "resolved_at",
         )
+        .query
     )
-    items = [
-        pipeline.Item(
-            example_id=eid,
-            messages=messages,
-            label=label,
-            weight=weight,
-            source=source,
-            queue=queue,
-            tags=list(tags or []),
-            rejected_text=original if label == "corrected" else "",
-        )
-        for eid, messages, label, weight, source, queue, tags, original in rows.iterator(
-            chunk_size=5000
-        )
-    ]
-    return items, negatives
+    # A plain cursor and json.loads: the ORM's per-value converters cost more than the JSON
+    # decoding itself over 100,000 rows. Both backends hand JSON columns over as text here.
+    sql, params = query.get_compiler(connection=connection).as_sql()
+    items: list[pipeline.Item] = []
+    sources: dict[int, tuple[int, str, datetime | None]] = {}
+    loads = json.loads
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        while chunk := cursor.fetchmany(5000):
+            for eid, messages, label, weight, source, queue, tags, original, oid, at in chunk:
+                tags = loads(tags) if isinstance(tags, str) else tags
+                items.append(
+                    pipeline.Item(
+                        example_id=eid,
+                        messages=loads(messages) if isinstance(messages, str) else messages,
+                        label=label,
+                        weight=weight,
+                        source=source,
+                        queue=queue,
+                        tags=list(tags or []),
+                        rejected_text=original if label == "corrected" else "",
+                    )
+                )
+                if isinstance(at, str):  # SQLite: text (stored in UTC) ...
+                    at = parse_datetime(at)
+                if at is not None and timezone.is_naive(at):  # ... or a naive datetime
+                    at = at.replace(tzinfo=UTC)
+                sources[eid] = (oid, label, at)
+    return Candidates(items=items, negatives=negatives, sources=sources)
 
 
 @dataclass
@@ -925,59 +979,139 @@ def manifest_hash(settings: BuildSettings, items: list[pipeline.Item]) -> str:
     """SHA-256 over the canonical content: the settings, then one line per example (split,
     content hash, weight, label) in (split, content hash) order. No ids, no times, so the same
     data gives the same hash on SQLite and PostgreSQL and on every run."""
-    digest = hashlib.sha256()
     head = {"format": MANIFEST_FORMAT, "settings": settings.manifest_json()}
-    digest.update(pipeline.canonical_json(head).encode("utf-8") + b"\n")
+    lines = [pipeline.canonical_json(head)]
+    # Each line is canonical_json([split, content hash, weight, label]), written out directly
+    # (a tenth of the cost, identical bytes) for the usual values; anything unusual is encoded.
+    quoted: dict[str, str] = {}
+
+    def quote(text: str) -> str:
+        out = quoted.get(text)
+        if out is None:
+            out = quoted[text] = pipeline.canonical_json(text)
+        return out
+
+    hex_digits = set("0123456789abcdef")
     for item in sorted(items, key=lambda it: (it.split, it.content_hash, it.label)):
-        line = [item.split, item.content_hash, round(float(item.weight), 6), item.label]
-        digest.update(pipeline.canonical_json(line).encode("utf-8") + b"\n")
-    return digest.hexdigest()
+        weight = round(float(item.weight), 6)
+        digest = item.content_hash
+        if math.isfinite(weight) and len(digest) == 64 and set(digest) <= hex_digits:
+            lines.append(f'[{quote(item.split)},"{digest}",{weight!r},{quote(item.label)}]')
+        else:
+            lines.append(pipeline.canonical_json([item.split, digest, weight, item.label]))
+    lines.append("")
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+_DONE_STATUSES = (Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED)
+ID_CHUNK = 20000  # ids per statement where a backend takes no array parameter
+
+
+def _lock_outputs(*, output_ids: list[int], now: datetime) -> None:
+    """Set locked_at on the outputs not locked yet. The row locks this UPDATE takes (until
+    commit, on PostgreSQL) stop the review loop from undoing their reviews from here on."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {connection.ops.quote_name(Output._meta.db_table)} SET locked_at = %s "
+                "WHERE id = ANY(%s) AND locked_at IS NULL",
+                [now, output_ids],
+            )
+        return
+    for start in range(0, len(output_ids), ID_CHUNK):
+        chunk = output_ids[start : start + ID_CHUNK]
+        Output.objects.filter(pk__in=chunk, locked_at__isnull=True).update(locked_at=now)
+
+
+def _outputs_changed(*, expected: dict[int, tuple[str, datetime | None]]) -> list[int]:
+    """Outputs (of those given, with the label and resolution time their examples were made
+    from) that are no longer resolved that way: a review undone, or re-resolved, between
+    reading the examples and locking the outputs. Read after the lock, so nothing slips by."""
+    output_ids = list(expected)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, status, resolution, resolved_at FROM "
+                f"{connection.ops.quote_name(Output._meta.db_table)} WHERE id = ANY(%s)",
+                [output_ids],
+            )
+            rows = cursor.fetchall()
+    else:
+        rows = []
+        for start in range(0, len(output_ids), ID_CHUNK):
+            chunk = output_ids[start : start + ID_CHUNK]
+            rows += Output.objects.filter(pk__in=chunk).values_list(
+                "id", "status", "resolution", "resolved_at"
+            )
+    changed = {
+        pk
+        for pk, status, resolution, resolved_at in rows
+        if status not in _DONE_STATUSES or (resolution, resolved_at) != expected[pk]
+    }
+    changed.update(set(output_ids) - {row[0] for row in rows})  # gone: cannot happen (PROTECT)
+    return sorted(changed)
+
+
+_MEMBER_COLUMNS = [
+    "version_id",
+    "example_id",
+    "split",
+    "position",
+    "messages",
+    "rejected_text",
+    "weight",
+    "label",
+    "content_hash",
+]
 
 
 @transaction.atomic
 def _dataset_version_finish(
-    *, version: DatasetVersion, items: list[pipeline.Item], counts: dict[str, Any], digest: str
+    *,
+    version: DatasetVersion,
+    run_token: str,
+    items: list[pipeline.Item],
+    sources: dict[int, tuple[int, str, datetime | None]],
+    counts: dict[str, Any],
+    digest: str,
 ) -> DatasetVersion:
     version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
-    rows: list[dict[str, Any]] = []
+    if version.status != DatasetVersion.Status.BUILDING or version.run_token != run_token:
+        raise _LeaseLost(f"dataset version {version.pk}: build taken over or ended")
+    rows: list[list[Any]] = []
     for split in ("train", "eval"):
         members = sorted(
             (item for item in items if item.split == split),
             key=lambda it: (it.content_hash, it.example_id),
         )
         rows.extend(
-            dict(
-                version_id=version.pk,
-                example_id=item.example_id,
-                split=split,
-                position=position,
-                messages=item.messages,
-                rejected_text=item.rejected_text,
-                weight=item.weight,
-                label=item.label,
-                content_hash=item.content_hash,
-            )
+            [
+                version.pk,
+                item.example_id,
+                split,
+                position,
+                item.messages,
+                item.rejected_text,
+                item.weight,
+                item.label,
+                item.content_hash,
+            ]
             for position, item in enumerate(members)
         )
-    insert_rows(DatasetVersionExample, rows)
+    insert_tuples(DatasetVersionExample, _MEMBER_COLUMNS, rows)
+    del rows
     now = timezone.now()
-    used_outputs = Output.objects.filter(dataset_example__memberships__version_id=version.pk)
-    # Locking the outputs (row locks until commit on PostgreSQL) stops the review loop from
-    # undoing their reviews from here on; the check below catches an undo that slipped in
-    # between reading the examples and this transaction.
-    Output.objects.filter(pk__in=used_outputs.values("pk"), locked_at__isnull=True).update(
-        locked_at=now
-    )
-    changed = (
-        DatasetVersionExample.objects.filter(version_id=version.pk)
-        .filter(
-            ~Q(example__output__status__in=[Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED])
-            | ~Q(example__output__resolution=F("example__label"))
-            | ~Q(example__output__resolved_at=F("example__resolved_at"))
-        )
-        .values_list("example__output_id", flat=True)[:5]
-    )
-    changed_ids = list(changed)
+    # The outputs are named by id (read with the examples) rather than joined through the rows
+    # just written: no statistics exist for those yet, and the planner's guess made the joins
+    # nested loops over 100,000 rows. An example's output, label and resolution time never
+    # change (a re-resolved output gets a new example), and the example cannot be deleted
+    # under a membership, so the ids read are the ids written.
+    expected = {}
+    for item in items:
+        output_id, label, resolved_at = sources[item.example_id]
+        expected[output_id] = (label, resolved_at)
+    _lock_outputs(output_ids=sorted(expected), now=now)
+    changed_ids = _outputs_changed(expected=expected)[:5]
     if changed_ids:
         raise SourceChanged(
             f"Outputs {', '.join(map(str, changed_ids))} changed during the build; build again.",
@@ -1009,10 +1143,15 @@ def _dataset_version_finish(
 
 
 @transaction.atomic
-def dataset_version_fail(*, version_id: int, error: str) -> DatasetVersion | None:
-    """Record that a build failed (with why); a no-op if the version is no longer building."""
+def dataset_version_fail(
+    *, version_id: int, error: str, run_token: str | None = None
+) -> DatasetVersion | None:
+    """Record that a build failed (with why); a no-op if the version is no longer building,
+    or, given the failing worker's run_token, if that worker no longer holds the build."""
     version = DatasetVersion.objects.select_for_update().filter(pk=version_id).first()
     if version is None or version.status != DatasetVersion.Status.BUILDING:
+        return version
+    if run_token is not None and version.run_token != run_token:
         return version
     dataset_version_transition(
         version=version, to=DatasetVersion.Status.FAILED, error=error[:2000], built_at=None
@@ -1027,6 +1166,17 @@ def dataset_version_fail(*, version_id: int, error: str) -> DatasetVersion | Non
     return version
 
 
+def _dataset_version_claim(version_id: int) -> str | None:
+    """Take the build (compare-and-set on an unclaimed building version); returns the lease's
+    token, or None if it is over or someone else holds it (a duplicate delivery)."""
+    token = uuid.uuid4().hex
+    now = timezone.now()
+    claimed = DatasetVersion.objects.filter(
+        pk=version_id, status=DatasetVersion.Status.BUILDING, run_started_at__isnull=True
+    ).update(run_started_at=now, heartbeat_at=now, run_token=token, attempts=F("attempts") + 1)
+    return token if claimed == 1 else None
+
+
 def dataset_version_run(
     *,
     version_id: int,
@@ -1035,18 +1185,18 @@ def dataset_version_run(
 ) -> DatasetVersion | None:
     """Build a version recorded by dataset_version_create. Safe to call twice (a redelivered
     job): the first caller claims the build; later ones, and a missing version, return None.
-    On failure, records it on the version and re-raises."""
-    claimed = DatasetVersion.objects.filter(
-        pk=version_id, status=DatasetVersion.Status.BUILDING, run_started_at__isnull=True
-    ).update(run_started_at=timezone.now())
-    if claimed != 1:
+    Every step renews the claim's heartbeat; a worker whose build was taken back by
+    dataset_builds_recover stops at its next step and returns None. On failure, records it
+    on the version and re-raises."""
+    token = _dataset_version_claim(version_id)
+    if token is None:
         logger.info("dataset version %s: not building or already claimed", version_id)
         return None
     version = DatasetVersion.objects.select_related("created_by").get(pk=version_id)
     import time
 
     def report(step: str, done: int = 0, total: int = 0) -> None:
-        _set_progress(version_id, step, done, total)
+        _set_progress(version_id, token, step, done, total)
         if progress:
             progress(step, done, total)
 
@@ -1056,8 +1206,9 @@ def dataset_version_run(
         sync = examples_sync(progress=lambda s, d, t: report(s, d, t))
         if timings is not None:
             timings["sync_examples"] = time.perf_counter() - started
+        report("load candidates")
         started = time.perf_counter()
-        items, negatives = _candidates(settings)
+        candidates = _candidates(settings)
         if timings is not None:
             timings["load_candidates"] = time.perf_counter() - started
         steps = PIPELINE_STEPS
@@ -1065,8 +1216,8 @@ def dataset_version_run(
         def step_progress(step: str) -> None:
             report(step, steps.index(step), len(steps))
 
-        result = run_pipeline(items, settings, progress=step_progress, timings=timings)
-        result.counts["negatives_available"] = negatives
+        result = run_pipeline(candidates.items, settings, progress=step_progress, timings=timings)
+        result.counts["negatives_available"] = candidates.negatives
         result.counts["sync"] = {"created": sync.created, "removed": sync.removed}
         started = time.perf_counter()
         digest = manifest_hash(settings, result.items)
@@ -1075,16 +1226,118 @@ def dataset_version_run(
         report("write", 0, len(result.items))
         started = time.perf_counter()
         version = _dataset_version_finish(
-            version=version, items=result.items, counts=result.counts, digest=digest
+            version=version,
+            run_token=token,
+            items=result.items,
+            sources=candidates.sources,
+            counts=result.counts,
+            digest=digest,
         )
         if timings is not None:
             timings["write"] = time.perf_counter() - started
         if progress:
             progress("done", len(result.items), len(result.items))
         return version
+    except _LeaseLost as exc:
+        logger.warning("%s; this worker stops", exc)
+        return None
     except Exception as exc:
-        dataset_version_fail(version_id=version_id, error=f"{type(exc).__name__}: {exc}")
+        dataset_version_fail(
+            version_id=version_id, error=f"{type(exc).__name__}: {exc}", run_token=token
+        )
         raise
+
+
+# Recovery of builds whose message or worker was lost (Redis emptied, a worker killed). The
+# database is the source of truth: a building version is either waiting for a worker
+# (unclaimed) or being built (claimed, heartbeat renewed at every step).
+BUILD_RESEND_AFTER_S = 300  # unclaimed this long after its message was sent: send it again
+BUILD_STALE_AFTER_S = 600  # claimed, no heartbeat for this long: the worker is gone
+BUILD_MAX_ATTEMPTS = 3  # workers lost this many times: fail the build instead
+
+
+def _recovery_conf(name: str) -> Any:
+    # settings.SIGNOFF_DATASETS may override these (e.g. {"BUILD_STALE_AFTER_S": 900}).
+    from django.conf import settings as django_settings
+
+    return getattr(django_settings, "SIGNOFF_DATASETS", {}).get(name, globals()[name])
+
+
+def dataset_builds_recover(*, now: datetime | None = None) -> dict[str, list[int]]:
+    """Take back builds whose message or worker vanished; idempotent, for a periodic sweeper.
+
+    - unclaimed for BUILD_RESEND_AFTER_S since its message was sent (or since it was created,
+      if it never was): the message was lost (a broker restarted empty), so it is sent again;
+    - claimed, but no heartbeat for BUILD_STALE_AFTER_S: the worker died; the claim is
+      released and the message sent again, or, once BUILD_MAX_ATTEMPTS workers were lost on
+      it, the build is marked failed with why.
+
+    Each decision re-reads the version under a row lock (a build being written holds that
+    lock and is skipped), is audited, and sends only after commit. Sending a message that was
+    not lost after all is harmless: the second delivery finds the build claimed and does
+    nothing. Returns the ids re-sent and failed.
+    """
+    from .tasks import build_dataset_version
+
+    now = now or timezone.now()
+    resend_before = now - timedelta(seconds=_recovery_conf("BUILD_RESEND_AFTER_S"))
+    stale_before = now - timedelta(seconds=_recovery_conf("BUILD_STALE_AFTER_S"))
+    max_attempts = _recovery_conf("BUILD_MAX_ATTEMPTS")
+    building = DatasetVersion.objects.filter(status=DatasetVersion.Status.BUILDING)
+    lost_message = Q(run_started_at__isnull=True) & (
+        Q(enqueued_at__lt=resend_before) | Q(enqueued_at__isnull=True, created_at__lt=resend_before)
+    )
+    dead_worker = Q(run_started_at__isnull=False, heartbeat_at__lt=stale_before) | Q(
+        run_started_at__isnull=False, heartbeat_at__isnull=True, run_started_at__lt=stale_before
+    )
+    done: dict[str, list[int]] = {"resent": [], "failed": []}
+    for version_id in building.filter(lost_message | dead_worker).values_list("pk", flat=True):
+        with transaction.atomic():
+            version = (
+                building.select_for_update(skip_locked=True)
+                .filter(lost_message | dead_worker, pk=version_id)
+                .first()
+            )
+            if version is None:
+                continue  # finished, claimed or renewed meanwhile, or being written now
+            if version.run_started_at is None:
+                reason = "its build message was lost (never picked up)"
+            else:
+                seen = version.heartbeat_at or version.run_started_at
+                reason = f"its worker stopped (last heartbeat {seen:%Y-%m-%d %H:%M:%S})"
+            if version.run_started_at is not None and version.attempts >= max_attempts:
+                dataset_version_transition(
+                    version=version,
+                    to=DatasetVersion.Status.FAILED,
+                    error=f"Lost its worker {version.attempts} times; last time {reason}.",
+                    built_at=None,
+                )
+                audit_append(
+                    actor=None,
+                    action="dataset_version.failed",
+                    object_type="dataset_version",
+                    object_id=version.pk,
+                    payload={"name": version.name, "error": reason, "attempts": version.attempts},
+                )
+                done["failed"].append(version.pk)
+                continue
+            DatasetVersion.objects.filter(pk=version.pk).update(
+                run_started_at=None,
+                run_token="",
+                heartbeat_at=None,
+                enqueued_at=now,
+                progress={"step": "queued", "done": 0, "total": 0},
+            )
+            audit_append(
+                actor=None,
+                action="dataset_version.requeued",
+                object_type="dataset_version",
+                object_id=version.pk,
+                payload={"name": version.name, "reason": reason, "attempts": version.attempts},
+            )
+            transaction.on_commit(partial(build_dataset_version.send, version.pk))
+            done["resent"].append(version.pk)
+    return done
 
 
 def dataset_version_build(
@@ -1131,6 +1384,8 @@ def dataset_version_enqueue(
 
     with transaction.atomic():
         version = dataset_version_create(user=user, name=name, parent=parent, **options)
+        version.enqueued_at = timezone.now()
+        DatasetVersion.objects.filter(pk=version.pk).update(enqueued_at=version.enqueued_at)
         transaction.on_commit(lambda: build_dataset_version.send(version.pk))
     return version
 

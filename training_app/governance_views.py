@@ -24,6 +24,7 @@ from .errors import ModelVersionNotFound
 from .models import Channel, ModelVersion, SignoffRequest
 from .policy import channel_policy, lower_is_better
 from .selectors import can_view_training, model_version_get
+from .services.serving import GENERATE_ROLES
 from .services import (
     can_deploy,
     can_request_signoff,
@@ -216,6 +217,7 @@ def channel_detail(request, name):
             "deployable": deployable,
             "rollback_to": before.version if before else None,
             "can_deploy": can_deploy(request.user),
+            "can_try": has_role(request.user, *GENERATE_ROLES),
         },
     )
 

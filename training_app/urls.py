@@ -30,6 +30,12 @@ urlpatterns = [
     path("channels/", gov.channel_list, name="channels"),
     path("channels/<slug:name>/", gov.channel_detail, name="channel"),
     path("channels/<slug:name>/deploy/", gov.channel_deploy_view, name="channel-deploy"),
+    path("channels/<slug:name>/try/", views.channel_try, name="channel-try"),
+    path(
+        "channels/<slug:name>/answers/<int:output_id>/",
+        views.channel_answer,
+        name="channel-answer",
+    ),
     path("channels/<slug:name>/rollback/", gov.channel_rollback_view, name="channel-rollback"),
     path("audit/", gov.audit_log, name="audit"),
     path("monitoring/", mon.overview, name="monitoring"),

@@ -1,17 +1,20 @@
-"""Pages: launch form, run page with live progress, versions list, comparison."""
+"""Pages: launch form, run page with live progress, versions list, comparison, and a channel's
+"Try it" form."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from config.errors import ApplicationError
+from reviews.models import Output
 
 from .charts import bar_chart, line_chart
 from .errors import ModelVersionNotFound, TrainingRunNotFound
 from .forms import LaunchForm
+from .models import Channel
 from .selectors import (
     base_models_list,
     can_view_training,
@@ -23,6 +26,7 @@ from .selectors import (
     training_runs_list,
 )
 from .services import can_launch_training, training_run_cancel, training_run_create
+from .services.serving import channel_generate
 
 COMPARED = ("eval_loss", "perplexity", "exact_match", "token_f1", "rouge_l", "length_ratio")
 
@@ -162,4 +166,38 @@ def version_detail(request, version_id):
             "rows": rows,
             "lower_is_better": {"eval_loss", "perplexity"},
         },
+    )
+
+
+@login_required
+@require_POST
+def channel_try(request, name):
+    """The channel page's "Try it" form: the same call as `POST /api/channels/{name}/generate/`,
+    so the answer is recorded and routed into review like any live traffic."""
+    channel = get_object_or_404(Channel, name=name)
+    try:
+        output, _answer = channel_generate(
+            user=request.user, channel=channel, prompt=request.POST.get("prompt", "")
+        )
+    except ApplicationError as exc:
+        if exc.status_code == 403:
+            raise PermissionDenied(exc.message) from exc
+        messages.error(request, exc.message)
+        return redirect("training:channel", name=channel.name)
+    # Redirected, so reloading the answer page does not ask the model (and record) again.
+    return redirect("training:channel-answer", name=channel.name, output_id=output.pk)
+
+
+@login_required
+def channel_answer(request, name, output_id):
+    """One answer given through the channel, and where review stands with it."""
+    _viewer(request)
+    output = get_object_or_404(
+        Output.objects.select_related("queue"), pk=output_id, source=f"channel:{name}"
+    )
+    question = output.input[-1]["content"] if isinstance(output.input, list) else output.input
+    return render(
+        request,
+        "training_app/channel_answer.html",
+        {"channel_name": name, "output": output, "question": question},
     )

@@ -319,3 +319,55 @@ def test_content_hash_is_canonical():
 @pytest.mark.parametrize("text", ["my reference is 12-34567", "order 1234 5678", "ref 2024-118832"])
 def test_two_group_references_are_not_phones(text):
     assert pipeline.PiiScrubber().scrub(text) == (text, {})
+
+
+# ---- cheap pre-checks ----------------------------------------------------------------------------
+
+_PIECES = [
+    "a", "Z", "é", "e\u0301", " ", "  ", "\t", "\n", "\n\n\n", "\r\n", "\x07", "\u200b", "\u00a0",
+    "0", "7", "12", "4111 1111 1111 1111", "+44 20 7946 0958", "(020)", "-", ".", "+", "@",
+    "x@y.io", "GB82", "WEST", "1234 5698 7654 32", " GB82 WEST 1234 5698 7654 32 ",
+    "\u0663\u0664\u0665\u0666\u0667\u0668\u0669",
+]  # fmt: skip
+
+
+def _texts(seed, count=3000):
+    rng = random.Random(seed)
+    return ["".join(rng.choices(_PIECES, k=rng.randint(0, 12))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_texts_the_pre_checks_pass_over_are_ones_the_steps_leave_unchanged(seed):
+    """normalise and PII skip texts their pre-check rules out; that must never skip a text the
+    full step would change (a skipped text that needed work would be a silent miss)."""
+    scrubber = pipeline.PiiScrubber()
+    skipped = {"normalise": 0, "pii": 0}
+    for text in _texts(seed):
+        if not pipeline._maybe_untidy(text):
+            skipped["normalise"] += 1
+            assert pipeline.normalise_text(text) == (text, set()), text
+        if not pipeline._may_hold_pii(text):
+            skipped["pii"] += 1
+            assert scrubber.scrub(text) == (text, {}), text
+    assert all(skipped.values())  # the checks do rule texts out
+
+
+def test_pre_checked_steps_give_what_the_plain_per_text_functions_give():
+    texts = _texts(7, 2000)
+    items = [item(n, a, b) for n, (a, b) in enumerate(zip(texts[::2], texts[1::2], strict=True))]
+    for n, it in enumerate(items):
+        it.rejected_text = texts[n] if n % 3 == 0 else ""
+
+    def contents(it):
+        return [m["content"] for m in it.messages] + [it.rejected_text]
+
+    before = [contents(it) for it in items]
+    expected = [[pipeline.normalise_text(t)[0] for t in its] for its in before]
+    out, report = pipeline.step_normalise(items)
+    assert [contents(it) for it in out] == expected
+    assert report.changed == sum(a != b for a, b in zip(before, expected, strict=True)) > 0
+    scrubber = pipeline.PiiScrubber()
+    expected = [[scrubber.scrub(t)[0] for t in contents(it)] for it in out]
+    masked, report, per_type = pipeline.step_pii(out, mode="mask")
+    assert [contents(it) for it in masked] == expected
+    assert report.changed > 0 and {"CARD", "EMAIL", "PHONE"} <= set(per_type)

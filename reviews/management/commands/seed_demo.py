@@ -95,7 +95,9 @@ class Command(BaseCommand):
             f"demo outputs: {result.created_count} new, "
             f"{len(batch) - result.created_count} already there"
         )
-        if not no_reviews:
+        # Reviews only on a fresh seed: on a restart the pending items may be the newcomer's
+        # own (live answers included), which the demo reviewers must not decide for them.
+        if not no_reviews and result.created_count:
             approved, corrected = self._review(outputs, leave_pending)
             self.stdout.write(f"demo reviews: {approved} approved, {corrected} corrected")
         self.stdout.write("\nDemo users (username / password):")
