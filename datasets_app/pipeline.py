@@ -604,6 +604,8 @@ def _shingle_csr(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     `shingles` gives up to renaming: words are numbered exactly (a dictionary, no hashing),
     n-grams are those numbers combined exactly, and a text of fewer than n words is one
     shorter n-gram (padded with a number no word has)."""
+    if not texts:
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
     number: defaultdict[str, int] = defaultdict(itertools.count().__next__)
     words = [_WORD_RE.findall(text.casefold()) for text in texts]
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(texts))

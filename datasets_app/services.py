@@ -1209,6 +1209,10 @@ def dataset_version_run(
         report("load candidates")
         started = time.perf_counter()
         candidates = _candidates(settings)
+        if not candidates.items:
+            raise InvalidDatasetRequest(
+                "No reviewed outputs match these filters: nothing to build.", field="filters"
+            )
         if timings is not None:
             timings["load_candidates"] = time.perf_counter() - started
         steps = PIPELINE_STEPS
@@ -1366,14 +1370,16 @@ def dataset_version_build(
       eval_fraction (0.1), stratify ("" | "label" | "source" | "queue").
 
     Returns the version with status "ready", its examples split train/eval, counts, settings
-    and manifest_hash; the outputs it uses are locked. On failure the version is marked
-    "failed" with the error, nothing else is written, and the error is raised.
-    For large builds use dataset_version_enqueue (the `datasets` Dramatiq queue).
+    and manifest_hash; the outputs it uses are locked. On failure nothing at all is written
+    (the caller's request is refused as a whole) and the error is raised. For large builds
+    use dataset_version_enqueue (the `datasets` Dramatiq queue), whose failures are recorded
+    on the version.
     """
-    version = dataset_version_create(user=user, name=name, parent=parent, **options)
-    built = dataset_version_run(version_id=version.pk, progress=progress, timings=timings)
-    assert built is not None  # we created it, so we hold the claim
-    return built
+    with transaction.atomic():
+        version = dataset_version_create(user=user, name=name, parent=parent, **options)
+        built = dataset_version_run(version_id=version.pk, progress=progress, timings=timings)
+        assert built is not None  # we created it, so we hold the claim
+        return built
 
 
 def dataset_version_enqueue(
