@@ -1,14 +1,18 @@
 """One place that turns errors into `{"detail": ..., "code": ...}` answers."""
 
+import logging
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
+from django.http import HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from config.errors import ApplicationError
+
+logger = logging.getLogger(__name__)
 
 
 def _first_message(detail: Any, path: str = "") -> tuple[str, str]:
@@ -40,6 +44,12 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
             {"detail": "Request body too large.", "code": "too_large"},
             status=status.HTTP_400_BAD_REQUEST,
         )
+    if isinstance(exc, RecursionError):
+        # json.loads gives up on very deeply nested input with RecursionError, not ParseError.
+        return Response(
+            {"detail": "JSON parse error: nested too deeply.", "code": "parse_error"},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     if isinstance(exc, OperationalError):
         # Lost connection or lock timeout: the transaction rolled back, so a retry is safe.
         return Response(
@@ -63,3 +73,27 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         detail = response.data["detail"]
         response.data = {"detail": str(detail), "code": getattr(detail, "code", "error")}
     return response
+
+
+class RetryableDatabaseErrorMiddleware:
+    """Pages: a lost connection or lock timeout rolled the request's transaction back, so the
+    browser is told to retry (503 + Retry-After) instead of getting a bare 500. The API gets
+    the same answer from `api_exception_handler`."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception: Exception):
+        if not isinstance(exception, OperationalError):
+            return None
+        logger.warning("database error on %s, answered 503: %s", request.path, exception)
+        response = HttpResponse(
+            "The database is briefly unavailable; nothing was saved. Try again in a moment.",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = "1"
+        return response

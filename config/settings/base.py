@@ -55,6 +55,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Innermost, so a database error in a page becomes 503 + Retry-After, not 500.
+    "config.exceptions.RetryableDatabaseErrorMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

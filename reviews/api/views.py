@@ -1,7 +1,11 @@
 """Thin API views: validate, call a service or selector, serialize."""
 
+from datetime import UTC
+
 import django_filters
+from django import forms
 from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
@@ -81,22 +85,19 @@ class OutputListCreateApi(generics.ListAPIView):
         result = services.outputs_ingest(payload=request.data, actor=request.user)
         items = [
             {
-                "id": output.pk,
-                "external_id": output.external_id,
-                "source": output.source,
-                "status": output.status,
-                "queue": output.queue.name if output.queue_id and output.queue else None,
-                "routing_reason": output.routing_reason,
-                "created": created,
+                "id": item.id,
+                "external_id": item.external_id,
+                "source": item.source,
+                "status": item.status,
+                "queue": item.queue,
+                "routing_reason": item.routing_reason,
+                "created": item.created,
             }
-            for output, created in zip(result.outputs, result.created, strict=True)
+            for item in result.items
         ]
-        body = {
-            "created": result.created_count,
-            "existing": len(items) - result.created_count,
-            "items": items,
-        }
-        code = status.HTTP_201_CREATED if result.created_count else status.HTTP_200_OK
+        created = result.created_count
+        body = {"created": created, "existing": len(items) - created, "items": items}
+        code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
         return Response(body, status=code)
 
 
@@ -248,8 +249,40 @@ class LeaseReleaseApi(APIView):
         return Response(LeaseSerializer(lease).data)
 
 
+# The range of a 64-bit database integer: a larger id in a query string is a 400, not an
+# overflow inside the database driver.
+DB_INT_MAX = 2**63 - 1
+
+
+class IdFilter(django_filters.NumberFilter):
+    field_class = forms.IntegerField
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("min_value", -DB_INT_MAX)
+        kwargs.setdefault("max_value", DB_INT_MAX)
+        super().__init__(*args, **kwargs)
+
+
+class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
+    """An ISO 8601 time, turned into UTC: PostgreSQL refuses offsets beyond ±15:59, which
+    ISO 8601 allows (a 500 otherwise), and a time that leaves the calendar is a 400."""
+
+    def to_python(self, value):
+        moment = super().to_python(value)
+        if moment is None or timezone.is_naive(moment):
+            return moment
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError as error:
+            raise forms.ValidationError("Out of range.", code="invalid") from error
+
+
+class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = UtcDateTimeField
+
+
 class ReviewFilter(django_filters.FilterSet):
-    output = django_filters.NumberFilter(field_name="output_id")
+    output = IdFilter(field_name="output_id")
     reviewer = django_filters.CharFilter(field_name="reviewer__username")
     queue = django_filters.CharFilter(field_name="queue__name")
     decision = django_filters.ChoiceFilter(choices=Review.Decision.choices)
@@ -350,8 +383,8 @@ class AuditFilter(django_filters.FilterSet):
     object_type = django_filters.CharFilter()
     object_id = django_filters.CharFilter()
     actor = django_filters.CharFilter(field_name="actor_name")
-    since = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent
