@@ -1,12 +1,11 @@
 """Build one dataset version from N resolved outputs and print the time of each step.
 
-Runs against the database DATABASE_URL names, which it empties first, so the database's name
-must contain "bench" (create one: `createdb -h 127.0.0.1 -U postgres bench_datasets`). Without
-DATABASE_URL it uses a scratch SQLite file in /tmp.
+Each size gets a scratch database (`--db postgres`, the default, or `--db sqlite`), or the
+one DATABASE_URL names, which it empties first, so that name must contain "bench".
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench_datasets \\
-        .venv/bin/python bench/bench_dataset_build.py --size 100000
-    .venv/bin/python bench/bench_dataset_build.py            # 2,000 outputs on SQLite
+    .venv/bin/python bench/bench_dataset_build.py                 # 10k, 30k, 100k on PostgreSQL
+    .venv/bin/python bench/bench_dataset_build.py --size 100000   # then --reuse to rebuild
+    .venv/bin/python bench/bench_dataset_build.py --quick --db sqlite
 
 The outputs are inserted with bulk_create (not timed): mostly distinct insurance-support
 questions, with ~4 % exact duplicates (differing in case and spaces), ~3 % near duplicates,
@@ -16,7 +15,6 @@ sync that turns outputs into examples, loading candidates, every pipeline step, 
 and the one transaction that writes the version.
 """
 
-import argparse
 import os
 import random
 import sys
@@ -25,6 +23,9 @@ from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import common  # noqa: E402
+
 TARGET_S = 10.0
 
 TOPICS = [
@@ -239,69 +240,129 @@ def cpu_seconds() -> tuple[float, float | None]:
     return mine, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=2000, help="resolved outputs (default 2000)")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--reuse", action="store_true", help="keep the outputs of the previous run (no insert)"
-    )
-    args = parser.parse_args()
-    url = setup(os.environ.get("DATABASE_URL"), reuse=args.reuse)
-    from django.contrib.auth import get_user_model
-    from django.db import connection
-
-    from reviews.models import Output
-
-    if args.reuse:
-        engineer, fill_s = get_user_model().objects.get(username="bench-engineer"), 0.0
-        args.size = Output.objects.count()
-    else:
-        engineer, fill_s = fill(args.size, args.seed)
-    print(f"database: {connection.vendor} ({url.rsplit('/', 1)[-1]}); outputs: {args.size}")
-    print("load average before the build: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    print(f"insert outputs and reviews (not timed in the build): {fill_s:.2f} s")
-
+def build_once(engineer, seed: int) -> dict:
     from datasets_app import services
 
     timings: dict[str, float] = {}
     cpu_before = cpu_seconds()
     started = time.perf_counter()
     version = services.dataset_version_build(
-        user=engineer, name="bench", seed=args.seed, timings=timings
+        user=engineer, name="bench", seed=seed, timings=timings
     )
     total = time.perf_counter() - started
     cpu_after = cpu_seconds()
+    timings["other"] = total - sum(timings.values())
+    database_cpu = (
+        round(cpu_after[1] - cpu_before[1], 2)
+        if cpu_after[1] is not None and cpu_before[1] is not None
+        else None
+    )
+    return {
+        "total_s": round(total, 3),
+        "steps_s": {k: round(v, 3) for k, v in timings.items()},
+        "cpu_python_s": round(cpu_after[0] - cpu_before[0], 2),
+        "cpu_database_s": database_cpu,
+        "manifest": version.manifest_hash,
+        "counts": version.counts,
+    }
+
+
+def measure(size: int, seed: int, *, reuse: bool) -> dict:
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from reviews.models import Output
+
+    if reuse:
+        engineer, fill_s = get_user_model().objects.get(username="bench-engineer"), 0.0
+        size = Output.objects.count()
+    else:
+        call_command("flush", interactive=False, verbosity=0)
+        call_command("bootstrap_roles", verbosity=0)
+        engineer, fill_s = fill(size, seed)
+    load = os.getloadavg()
+    print(f"\n== {size:,} resolved outputs (inserted in {fill_s:.1f} s, not timed); "
+          f"load average {load[0]:.2f}")  # fmt: skip
+    first = build_once(engineer, seed)
     print(f"{'step':<18}{'seconds':>9}")
-    for step, seconds in timings.items():
+    for step, seconds in first["steps_s"].items():
         print(f"{step:<18}{seconds:>9.2f}")
-    print(f"{'other':<18}{total - sum(timings.values()):>9.2f}")
-    print(f"{'total':<18}{total:>9.2f}   (target < {TARGET_S:.0f} s: "
-          f"{'met' if total < TARGET_S else 'MISSED'})")  # fmt: skip
-    counts = version.counts
+    print(f"{'total':<18}{first['total_s']:>9.2f}   (target < {TARGET_S:.0f} s)")
+    counts = first["counts"]
     funnel = " -> ".join(f"{s['name']} {s['out']}" for s in counts["steps"])
     print(f"funnel: candidates {counts['candidates']} -> {funnel}")
-    print(f"train {counts['train']}, eval {counts['eval']}, pii {counts['pii']}, "
-          f"negatives {counts['negatives_available']}")  # fmt: skip
-    print(f"manifest {version.manifest_hash}")
-    python_cpu = cpu_after[0] - cpu_before[0]
-    if cpu_after[1] is not None and cpu_before[1] is not None:
-        database_cpu = f"{cpu_after[1] - cpu_before[1]:.2f} s"
-    else:
-        database_cpu = "n/a"
-    print(f"CPU time of the build: Python {python_cpu:.2f} s, database backend {database_cpu}")
-
+    print(f"train {counts['train']}, eval {counts['eval']}, pii {counts['pii']}")
+    print(f"manifest {first['manifest']}")
+    print(f"CPU: Python {first['cpu_python_s']} s, database backend {first['cpu_database_s']} s")
     # A second build over the same outputs: examples already exist, so no sync cost.
-    timings = {}
-    started = time.perf_counter()
-    again = services.dataset_version_build(
-        user=engineer, name="bench", seed=args.seed, timings=timings
+    second = build_once(engineer, seed)
+    print(f"second build (examples already synced): {second['total_s']:.2f} s; "
+          f"same manifest: {second['manifest'] == first['manifest']}")  # fmt: skip
+    for run in (first, second):
+        run.pop("counts")
+    return {"outputs": size, "load_before": round(load[0], 2), "first": first, "second": second}
+
+
+def main() -> None:
+    parser = common.parser(__doc__.split("\n")[0])
+    parser.add_argument(
+        "--sizes",
+        default="",
+        help="comma-separated numbers of resolved outputs (default 10000,30000,100000; "
+        "--quick: 5000,20000)",
     )
-    total = time.perf_counter() - started
-    steps = ", ".join(f"{k} {v:.2f}" for k, v in timings.items())
-    print(f"second build (examples already synced): total {total:.2f} s ({steps})")
-    print(f"same manifest: {again.manifest_hash == version.manifest_hash}")
+    parser.add_argument("--size", type=int, help="one size (same as --sizes N)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--reuse", action="store_true", help="keep the outputs of the previous run (no insert)"
+    )
+    args = parser.parse_args()
+    if args.size:
+        sizes = [args.size]
+    elif args.sizes:
+        sizes = [int(n) for n in args.sizes.split(",")]
+    else:
+        sizes = [5_000, 20_000] if args.quick else [10_000, 30_000, 100_000]
+    url = os.environ.get("DATABASE_URL") or common.scratch_database(
+        args.db, "bench_datasets", reuse=args.reuse
+    )
+    setup(url, reuse=args.reuse)
+    from django.db import connection
+
+    print(f"database: {connection.vendor} ({url.rsplit('/', 1)[-1]})")
+    rounds = [measure(size, args.seed, reuse=args.reuse) for size in ([0] if args.reuse else sizes)]
+    largest = rounds[-1]
+    headlines = [
+        common.headline(
+            f"first build, {largest['outputs']:,} outputs",
+            largest["first"]["total_s"],
+            "s",
+            target=TARGET_S,
+        ),
+        common.headline(
+            f"rebuild, {largest['outputs']:,} outputs", largest["second"]["total_s"], "s"
+        ),
+    ]
     print("load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    common.write_result(
+        f"dataset-build-{connection.vendor}",
+        {
+            "rounds": rounds,
+            "headline": headlines,
+            "curve": {
+                "title": f"Dataset build time, {connection.vendor}",
+                "x": "resolved outputs",
+                "y": "seconds",
+                "series": {
+                    "first build": [[r["outputs"], r["first"]["total_s"]] for r in rounds],
+                    "rebuild (examples synced)": [
+                        [r["outputs"], r["second"]["total_s"]] for r in rounds
+                    ],
+                },
+                "targets": {"10 s target": TARGET_S},
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

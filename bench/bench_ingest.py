@@ -22,7 +22,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import parser, scratch_database, setup_django, summary_ms, verdict, write_result
+from common import (
+    headline,
+    parser,
+    scratch_database,
+    setup_django,
+    summary_ms,
+    verdict,
+    write_result,
+)
 
 TARGETS = {"postgres": {"outputs_per_s": 10_000, "ratio_to_baseline": 0.5}}
 
@@ -211,6 +219,36 @@ def main() -> None:
             "baseline_cpu_ms_per_batch": base.cpu_ms(batches),
             "load_average": [round(load_before[0], 2), round(load_after[0], 2)],
             "targets": TARGETS.get(args.db),
+            "headline": [
+                headline(
+                    "API ingest",
+                    round(api_rate),
+                    "outputs/s",
+                    baseline=round(base_rate),
+                    target=TARGETS[args.db]["outputs_per_s"] if args.db in TARGETS else None,
+                    lower_is_better=False,
+                ),
+                headline(
+                    "API / bulk_create",
+                    round(ratio, 3),
+                    target=TARGETS[args.db]["ratio_to_baseline"] if args.db in TARGETS else None,
+                    lower_is_better=False,
+                ),
+            ],
+            # Each batch inserts 1,000 rows by each path, so the table grows by 2,000 a turn.
+            "curve": {
+                "title": f"Ingest, batches of 1,000 (~1 KB each), {args.db}",
+                "x": "outputs already in the table",
+                "y": "ms per batch of 1,000",
+                "series": {
+                    "API (validate, route, store, audit)": [
+                        [2000 * (i + 1), round(t * 1000, 1)] for i, t in enumerate(api.wall)
+                    ],
+                    "bulk_create baseline": [
+                        [2000 * (i + 1) + 1000, round(t * 1000, 1)] for i, t in enumerate(base.wall)
+                    ],
+                },
+            },
         },
     )
 

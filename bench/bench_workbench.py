@@ -16,7 +16,15 @@ import os
 import re
 import time
 
-from common import parser, scratch_database, setup_django, summary_ms, verdict, write_result
+from common import (
+    headline,
+    parser,
+    scratch_database,
+    setup_django,
+    summary_ms,
+    verdict,
+    write_result,
+)
 
 TARGET_P95_MS = 50.0
 WARMUP = 20
@@ -137,6 +145,9 @@ def main() -> None:
             "decisions": args.decisions,
             "decide_and_next": stats,
             "target_p95_ms": TARGET_P95_MS,
+            "headline": [
+                headline("submit + next item p95", stats["p95_ms"], "ms", target=TARGET_P95_MS)
+            ],
         },
     )
 

@@ -1,0 +1,288 @@
+"""The generate path of a channel's live version: requests/s and latency of the model server,
+with the version's LoRA adapter applied on the fly (unmerged, the default) and merged into the
+base weights (`merge_and_unload`).
+
+    .venv/bin/python bench/bench_generate.py --quick            # 12 requests per mode, SQLite
+    .venv/bin/python bench/bench_generate.py                    # 40 requests per mode, twice
+    .venv/bin/python bench/bench_generate.py --db postgres --name bench_generate_x
+
+Measured against the model server's HTTP API (`POST /generate`), which is what the web
+endpoint `/api/channels/<name>/generate/` forwards to; the web side adds a database write and
+routing per answer, not measured here. The server runs in its own process, started the way
+`manage.py serve_models` starts it, on SmolLM2-135M-Instruct (prepared by
+`manage.py prepare_base_model`) with a fresh LoRA adapter of the default shape (r=16 on every
+linear layer, peft's default init: B = 0, so both modes give the same answers and the same
+number of tokens; the adapter's compute is the same as a trained one's). The version is
+registered and marked approved directly in a scratch database: the governance flow is not
+what is measured. Each request asks a different demo question with a fixed `max_new_tokens`;
+`--concurrency` clients send at once (the server answers one at a time: generation holds a lock).
+"""
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from common import ROOT, parser, percentile, scratch_database, setup_django, write_result
+
+SERVER = """
+import django, sys
+django.setup()
+from training_app.serving.server import make_server
+server = make_server("127.0.0.1", int(sys.argv[1]), merge_adapters=sys.argv[2] == "merged")
+print("ready", flush=True)
+server.serve_forever()
+"""
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def live_version(model_dir: Path, work: Path):
+    """A registered base model and an approved version carrying a fresh default-shape adapter."""
+    import torch
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from datasets_app.models import DatasetVersion
+    from reviews.models import Role
+    from training_app.models import ModelVersion
+    from training_app.services import base_model_register, training_run_create
+    from training_app.services.versions import model_version_store_adapter
+    from training_app.training.hyperparameters import DEFAULTS
+
+    user = get_user_model().objects.create_user(username="bench-engineer", password="x")
+    user.groups.add(Group.objects.get(name=Role.ML_ENGINEER))
+    from django.conf import settings
+
+    base_model_register(
+        user=None, name=settings.SIGNOFF_TRAINING["DEFAULT_BASE_MODEL"], folder=model_dir
+    )
+    dataset = DatasetVersion.objects.create(
+        name="bench-generate", status="ready", created_by=user, manifest_hash="0" * 64
+    )
+    run = training_run_create(user=user, dataset_version=dataset, enqueue=False)
+    version = ModelVersion.objects.select_related("base_model").get(run=run)
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    adapter = get_peft_model(
+        base,
+        LoraConfig(
+            r=DEFAULTS["lora_r"],
+            lora_alpha=DEFAULTS["lora_alpha"],
+            target_modules=DEFAULTS["target_modules"],
+            task_type="CAUSAL_LM",
+        ),
+    )
+    adapter.save_pretrained(str(work / "adapter"), safe_serialization=True)
+    artifact_dir, manifest = model_version_store_adapter(
+        version=version, adapter_dir=work / "adapter"
+    )
+    ModelVersion.objects.filter(pk=version.pk).update(
+        status="approved", artifact_dir=artifact_dir, manifest=manifest
+    )
+    return version
+
+
+def post(url: str, body: dict, timeout: float = 600) -> dict:
+    request = urllib.request.Request(
+        url + "/generate",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        return json.loads(answer.read())
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(mode: str, version_id: str, prompts: list, options) -> dict:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(port), mode],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if server.stdout.readline().strip() != "ready":
+            raise SystemExit(f"the {mode} model server did not start")
+        url = f"http://127.0.0.1:{port}"
+        started = time.perf_counter()
+        first = post(url, {"version_id": version_id, "messages": prompts[0], "max_new_tokens": 1})
+        load_seconds = time.perf_counter() - started
+        latencies: list[float] = []
+        tokens: list[int] = []
+        texts: list[str] = []
+        lock = threading.Lock()
+        queue = list(range(options.requests))
+
+        def client() -> None:
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    index = queue.pop(0)
+                body = {
+                    "version_id": version_id,
+                    "messages": prompts[index % len(prompts)],
+                    "max_new_tokens": options.max_new_tokens,
+                }
+                sent = time.perf_counter()
+                answer = post(url, body)
+                with lock:
+                    latencies.append(time.perf_counter() - sent)
+                    tokens.append(answer["tokens"])
+                    texts.append(answer["text"])
+
+        load_before = load_average()
+        began = time.perf_counter()
+        clients = [threading.Thread(target=client) for _ in range(options.concurrency)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join()
+        wall = time.perf_counter() - began
+        figures = {
+            "mode": mode,
+            "requests": len(latencies),
+            "requests_per_second": len(latencies) / wall,
+            "p50_ms": statistics.median(latencies) * 1000,
+            "p95_ms": percentile(latencies, 95) * 1000,
+            "max_ms": max(latencies) * 1000,
+            "generated_tokens": sum(tokens),
+            "tokens_per_second": sum(tokens) / wall,
+            "load_seconds": load_seconds,
+            "server_peak_rss_mib": peak_rss_mib(server.pid),
+            "load_before": load_before,
+            "load_after": load_average(),
+            "first_answer": first["text"],
+            "answers": texts,
+        }
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(
+        f"{mode:9} {figures['requests']} requests: {figures['requests_per_second']:.2f} req/s, "
+        f"p50 {figures['p50_ms']:,.0f} ms, p95 {figures['p95_ms']:,.0f} ms, "
+        f"{figures['tokens_per_second']:.1f} generated tokens/s, server peak RSS "
+        f"{figures['server_peak_rss_mib']:,.0f} MiB, load {figures['load_before']} -> "
+        f"{figures['load_after']}",
+        flush=True,
+    )
+    return figures
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n\n")[0])
+    p.set_defaults(db="sqlite")
+    p.add_argument("--name", default="bench_generate", help="scratch database name")
+    p.add_argument("--requests", type=int, help="timed requests per mode (12 quick, else 40)")
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--repeats", type=int, help="runs per mode, alternating (1 quick, else 2)")
+    p.add_argument(
+        "--model",
+        default=str(
+            Path(os.environ.get("SIGNOFF_VAR_DIR", ROOT / "var"))
+            / "models"
+            / "smollm2-135m-instruct"
+        ),
+    )
+    options = p.parse_args()
+    options.requests = options.requests or (12 if options.quick else 40)
+    repeats = options.repeats or (1 if options.quick else 2)
+    model_dir = Path(options.model)
+    if not (model_dir / "config.json").is_file():
+        raise SystemExit(f"{model_dir} is missing: run `manage.py prepare_base_model`")
+    url = scratch_database(options.db, options.name)
+    work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
+    os.environ["SIGNOFF_VAR_DIR"] = str(work / "var")  # the version's artifact goes here
+    setup_django(url)
+    version = live_version(model_dir, work)
+
+    from reviews.demo_data import demo_outputs
+
+    prompts = [output["input"] for output in demo_outputs(max(options.requests, 8), seed=11)]
+    order = []
+    for index in range(repeats):  # ABAB... alternate so drifting load hits both modes
+        order.extend(["unmerged", "merged"] if index % 2 == 0 else ["merged", "unmerged"])
+    print(
+        f"{options.requests} requests per run, concurrency {options.concurrency}, "
+        f"max_new_tokens {options.max_new_tokens}, order {' '.join(order)}; "
+        f"load {load_average()}",
+        flush=True,
+    )
+    runs = {"unmerged": [], "merged": []}
+    for mode in order:
+        runs[mode].append(measure(mode, str(version.pk), prompts, options))
+
+    def side(mode: str) -> dict:
+        done = runs[mode]
+        latencies_p95 = [r["p95_ms"] for r in done]
+        return {
+            "requests_per_second": statistics.mean(r["requests_per_second"] for r in done),
+            "p50_ms": statistics.mean(r["p50_ms"] for r in done),
+            "p95_ms": statistics.mean(latencies_p95),
+            "tokens_per_second": statistics.mean(r["tokens_per_second"] for r in done),
+            "server_peak_rss_mib": max(r["server_peak_rss_mib"] for r in done),
+        }
+
+    unmerged, merged = side("unmerged"), side("merged")
+    same = all(
+        sorted(a["answers"]) == sorted(b["answers"])
+        for a, b in zip(runs["unmerged"], runs["merged"], strict=True)
+    )
+    ratio = merged["requests_per_second"] / unmerged["requests_per_second"]
+    print(
+        f"\nunmerged {unmerged['requests_per_second']:.2f} req/s (p95 "
+        f"{unmerged['p95_ms']:,.0f} ms), merged {merged['requests_per_second']:.2f} req/s "
+        f"(p95 {merged['p95_ms']:,.0f} ms): merged is {ratio:.2f}x; "
+        f"same answers: {'yes' if same else 'NO'}"
+    )
+    for done in runs.values():
+        for figures in done:
+            figures.pop("answers")
+    write_result(
+        "generate",
+        {
+            "db": options.db,
+            "quick": options.quick,
+            "requests": options.requests,
+            "concurrency": options.concurrency,
+            "max_new_tokens": options.max_new_tokens,
+            "order": order,
+            "unmerged": unmerged,
+            "merged": merged,
+            "merged_over_unmerged": ratio,
+            "same_answers": same,
+            "runs": runs,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
