@@ -1,5 +1,7 @@
 """Inline SVG charts drawn on the server: no JavaScript library, no CDN."""
 
+import math
+
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
@@ -32,13 +34,19 @@ def line_chart(
     def sy(y: float) -> float:
         return pad_t + (1 - (y - y0) / (y1 - y0)) * (height - pad_t - pad_b)
 
+    # Enough decimals that the top, middle and bottom labels differ even on a flat curve.
+    decimals = max(0, min(5, 2 - math.floor(math.log10(y1 - y0))))
+    middle = (y0 + y1) / 2
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
         f'<rect x="{pad_l}" y="{pad_t}" width="{width - pad_l - pad_r}" '
         f'height="{height - pad_t - pad_b}" fill="none" stroke="#d0d7de"/>',
-        f'<text x="4" y="{pad_t + 10}" font-size="11">{y1:.3g}</text>',
-        f'<text x="4" y="{height - pad_b}" font-size="11">{y0:.3g}</text>',
+        f'<line x1="{pad_l}" x2="{width - pad_r}" y1="{sy(middle):.1f}" y2="{sy(middle):.1f}" '
+        f'stroke="#eaeef2"/>',
+        f'<text x="4" y="{pad_t + 10}" font-size="11">{y1:.{decimals}f}</text>',
+        f'<text x="4" y="{sy(middle) + 4:.1f}" font-size="11">{middle:.{decimals}f}</text>',
+        f'<text x="4" y="{height - pad_b}" font-size="11">{y0:.{decimals}f}</text>',
         f'<text x="{pad_l}" y="{height - 8}" font-size="11">step {x0:g}</text>',
         f'<text x="{width - pad_r - 60}" y="{height - 8}" font-size="11">step {x1:g}</text>',
     ]

@@ -182,3 +182,10 @@ def test_the_launch_form_queues_a_run_and_shows_field_errors(client, personas, d
 def test_the_launch_page_is_for_launchers_only(client, personas, role):
     client.force_login(personas[role])
     assert client.get("/training/runs/new/").status_code == 403
+
+
+def test_the_loss_chart_labels_tell_a_flat_curve_apart():
+    from training_app.charts import line_chart
+
+    svg = line_chart({"train loss": [(1, 10.81), (2, 10.83)]})
+    assert ">10.830<" in svg and ">10.810<" in svg and ">10.820<" in svg
