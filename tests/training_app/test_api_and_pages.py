@@ -188,4 +188,4 @@ def test_the_loss_chart_labels_tell_a_flat_curve_apart():
     from training_app.charts import line_chart
 
     svg = line_chart({"train loss": [(1, 10.81), (2, 10.83)]})
-    assert ">10.830<" in svg and ">10.810<" in svg and ">10.820<" in svg
+    assert ">10.8300<" in svg and ">10.8200<" in svg and ">10.8100<" in svg
