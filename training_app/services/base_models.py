@@ -11,7 +11,23 @@ from reviews.services import audit_append
 
 from ..errors import InvalidTrainingRequest, UnsafeBaseModel
 from ..models import BaseModel
-from ..training.base_model import UnsafeModelFolder, fingerprint
+from ..training.base_model import UnsafeModelFolder, check_folder, fingerprint
+
+# Per process: folder -> the stat signature of its weight files when their hashes last matched
+# the registry. A warm worker then skips re-reading hundreds of MB before each run, while any
+# write to a file still forces a full hash: ctime changes on every write or metadata change
+# and, unlike mtime, cannot be set back by the writer.
+_VERIFIED: dict[str, tuple] = {}
+
+
+def _stat_signature(weights: list[Path]) -> tuple:
+    signature = []
+    for path in weights:
+        st = path.stat()
+        signature.append(
+            (path.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        )
+    return tuple(signature)
 
 
 def base_model_register(
@@ -74,13 +90,22 @@ def base_model_default() -> BaseModel | None:
 
 
 def base_model_verify(*, base_model: BaseModel) -> None:
-    """Check the weights on disk are the ones registered (before a run trusts the folder)."""
+    """Check the weights on disk are the ones registered (before a run trusts the folder).
+    The folder's safety checks run every time; the hashing only when a weight file changed
+    since this process last verified it against the same registered hashes."""
+    folder = Path(base_model.folder)
     try:
-        hashes = fingerprint(Path(base_model.folder))
+        signature = _stat_signature(check_folder(folder))
+        key = f"{folder}|{json.dumps(base_model.weight_sha256, sort_keys=True)}"
+        if _VERIFIED.get(key) == signature:
+            return
+        hashes = fingerprint(folder)
     except UnsafeModelFolder as exc:
         raise UnsafeBaseModel(str(exc), field="base_model") from exc
     if hashes != base_model.weight_sha256:
+        _VERIFIED.pop(key, None)
         raise UnsafeBaseModel(
             f"The weights of {base_model.name} changed on disk since it was registered.",
             field="base_model",
         )
+    _VERIFIED[key] = signature

@@ -1,19 +1,27 @@
-"""Evaluation of a model version against its parent (or the bare base model), as a job."""
+"""Evaluation of a model version against its parent (or the bare base model), as a job.
+
+Leased like a training run (owner + heartbeat + attempts): a duplicate delivery does nothing, the
+sweep takes back an evaluation whose worker died and fails it after MAX_ATTEMPTS, and sends
+again the message of a queued one that the broker lost."""
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
+from config.dramatiq import send_after_commit
 from datasets_app.selectors import dataset_version_rows
 from reviews.services import audit_append
 
 from ..errors import TransitionRefused
 from ..models import Evaluation, ModelVersion
+from .runs import LeaseHeartbeat, lost_messages_resend
 from .versions import model_version_loadable_adapter, model_version_transition
 
 logger = logging.getLogger(__name__)
@@ -80,10 +88,19 @@ def evaluation_request(
             },
         )
         if enqueue:
-            from ..tasks import evaluate_model_version
-
-            transaction.on_commit(lambda: evaluate_model_version.send(str(evaluation.pk)))
+            _enqueue_evaluation(evaluation.pk)
     return evaluation
+
+
+def _enqueue_evaluation(evaluation_id: Any) -> str:
+    """Send after commit and record the message id in the caller's transaction."""
+    from ..tasks import evaluate_model_version
+
+    message = send_after_commit(evaluate_model_version, str(evaluation_id))
+    Evaluation.objects.filter(pk=evaluation_id).update(
+        message_id=message.message_id, enqueued_at=timezone.now()
+    )
+    return message.message_id
 
 
 def _evaluation_rows(evaluation: Evaluation) -> Any:
@@ -104,12 +121,19 @@ def _evaluation_rows(evaluation: Evaluation) -> Any:
     return dataset_version_rows(version=evaluation.dataset_version, split=evaluation.split)
 
 
-def _eval_transition(evaluation: Evaluation, frm: str, to: str, **fields: Any) -> bool:
-    return Evaluation.objects.filter(pk=evaluation.pk, status=frm).update(status=to, **fields) == 1
+def _eval_transition(
+    evaluation: Evaluation, frm: str, to: str, owner: str | None = None, **fields: Any
+) -> bool:
+    """Compare-and-set of the status; with `owner`, only while that worker holds the lease."""
+    query = Evaluation.objects.filter(pk=evaluation.pk, status=frm)
+    if owner is not None:
+        query = query.filter(lease_owner=owner)
+    return query.update(status=to, **fields) == 1
 
 
 def evaluation_execute(*, evaluation_id: Any, owner: str) -> Evaluation | None:
-    """Claim, run and record one evaluation; a duplicate delivery does nothing."""
+    """Claim, run and record one evaluation; a duplicate delivery does nothing, and neither
+    does a worker that lost its lease to the sweep while it was evaluating."""
     evaluation = (
         Evaluation.objects.select_related(
             "version__base_model", "reference", "dataset_version", "channel"
@@ -123,9 +147,21 @@ def evaluation_execute(*, evaluation_id: Any, owner: str) -> Evaluation | None:
         Evaluation.Status.RUNNING,
         lease_owner=owner,
         heartbeat_at=timezone.now(),
+        attempts=F("attempts") + 1,
     ):
         logger.info("evaluation %s already taken or gone; delivery ignored", evaluation_id)
         return None
+    conf: dict[str, Any] = settings.SIGNOFF_TRAINING
+    heartbeat = LeaseHeartbeat(evaluation.pk, owner, conf["HEARTBEAT_SECONDS"], model=Evaluation)
+    heartbeat.start()
+    try:
+        return _evaluation_run(evaluation, owner)
+    finally:
+        heartbeat.stopped.set()
+        heartbeat.join()
+
+
+def _evaluation_run(evaluation: Evaluation, owner: str) -> Evaluation | None:
     from ..training.data import write_jsonl
     from ..training.evaluate import EvaluationArguments
     from ..training.evaluate import run as run_evaluation
@@ -158,13 +194,16 @@ def evaluation_execute(*, evaluation_id: Any, owner: str) -> Evaluation | None:
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         with transaction.atomic():
-            _eval_transition(
+            if not _eval_transition(
                 evaluation,
                 Evaluation.Status.RUNNING,
                 Evaluation.Status.FAILED,
+                owner=owner,
                 failure_reason=reason,
                 finished_at=timezone.now(),
-            )
+            ):
+                logger.warning("evaluation %s: lease lost by %s (%s)", evaluation.pk, owner, reason)
+                return None
             audit_append(
                 actor=None,
                 action="evaluation.failed",
@@ -187,11 +226,14 @@ def evaluation_execute(*, evaluation_id: Any, owner: str) -> Evaluation | None:
             evaluation,
             Evaluation.Status.RUNNING,
             Evaluation.Status.DONE,
+            owner=owner,
             metrics=metrics,
             samples=result.samples,
             finished_at=timezone.now(),
         ):
-            raise TransitionRefused(f"Evaluation {evaluation.pk} changed under us.")
+            # The sweep gave it to another worker while this one was busy: theirs counts.
+            logger.warning("evaluation %s: lease lost by %s; result dropped", evaluation.pk, owner)
+            return None
         audit_append(
             actor=None,
             action="evaluation.done",
@@ -209,3 +251,66 @@ def evaluation_execute(*, evaluation_id: Any, owner: str) -> Evaluation | None:
             )
     evaluation.refresh_from_db()
     return evaluation
+
+
+def evaluations_sweep(*, now: Any = None) -> dict[str, list[str]]:
+    """Take back evaluations whose worker stopped heartbeating (re-queue them, or fail them
+    after MAX_ATTEMPTS lost attempts), then send again the message of every queued evaluation
+    that the broker no longer holds."""
+    conf: dict[str, Any] = settings.SIGNOFF_TRAINING
+    now = now or timezone.now()
+    stale_before = now - timedelta(seconds=conf["STALE_AFTER_SECONDS"])
+    done: dict[str, list[str]] = {"requeued": [], "failed": [], "resent": []}
+    stale = Evaluation.objects.filter(
+        status=Evaluation.Status.RUNNING, heartbeat_at__lt=stale_before
+    ).values_list("pk", flat=True)
+    for pk in stale:
+        with transaction.atomic():
+            # Locked: a worker that just came back to life keeps it if its heartbeat won.
+            evaluation = (
+                Evaluation.objects.select_for_update(no_key=True)
+                .filter(pk=pk, status=Evaluation.Status.RUNNING, heartbeat_at__lt=stale_before)
+                .first()
+            )
+            if evaluation is None:
+                continue
+            seen = f"{evaluation.heartbeat_at:%Y-%m-%d %H:%M:%S}"
+            lost = f"worker {evaluation.lease_owner} stopped (last heartbeat {seen})"
+            if evaluation.attempts >= conf["MAX_ATTEMPTS"]:
+                reason = f"lost its worker {evaluation.attempts} times; last: {lost}"
+                to, fields = (
+                    Evaluation.Status.FAILED,
+                    {
+                        "failure_reason": reason,
+                        "finished_at": now,
+                    },
+                )
+            else:
+                reason = lost
+                to, fields = Evaluation.Status.QUEUED, {"lease_owner": "", "heartbeat_at": None}
+            if not _eval_transition(
+                evaluation, Evaluation.Status.RUNNING, to, owner=evaluation.lease_owner, **fields
+            ):
+                continue
+            audit_append(
+                actor=None,
+                action=f"evaluation.{to}",
+                object_type="evaluation",
+                object_id=pk,
+                payload={"from": "running", "to": to, "reason": reason},
+            )
+            if to == Evaluation.Status.QUEUED:
+                _enqueue_evaluation(pk)
+                done["requeued"].append(str(pk))
+            else:
+                done["failed"].append(str(pk))
+    from ..tasks import evaluate_model_version
+
+    done["resent"] = lost_messages_resend(
+        model=Evaluation,
+        actor=evaluate_model_version,
+        object_type="evaluation",
+        enqueue=_enqueue_evaluation,
+        now=now,
+    )
+    return done

@@ -2,7 +2,9 @@
 
 A run is claimed through a database lease (owner + heartbeat) so that a duplicate Dramatiq
 delivery does nothing; a sweeper takes back runs whose heartbeat went stale and fails them after
-a configured number of lost attempts. torch is imported only inside `training_run_execute`.
+a configured number of lost attempts, and sends again the message of a queued run that the
+broker lost (Redis restarted empty): the database, not Redis, is the source of truth. torch is
+imported only inside `training_run_execute`.
 """
 
 import logging
@@ -19,11 +21,12 @@ from typing import Any, Literal
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
+from config.dramatiq import broker_message_ids, send_after_commit
 from datasets_app.models import DatasetVersion
 from datasets_app.selectors import dataset_version_rows
 from reviews.models import Role
@@ -56,7 +59,14 @@ PARENT_STATUSES = {
 }
 
 
+# Until config/settings/base.py names it: how long a queued job's message may be missing from
+# the broker before the sweep sends it again (it covers the moment between commit and send).
+RESEND_AFTER_SECONDS = 60
+
+
 def _conf(key: str) -> Any:
+    if key == "RESEND_AFTER_SECONDS":
+        return settings.SIGNOFF_TRAINING.get(key, RESEND_AFTER_SECONDS)
     return settings.SIGNOFF_TRAINING[key]
 
 
@@ -234,10 +244,16 @@ def training_run_create(
     return run
 
 
-def _enqueue_training(run_id: Any) -> None:
+def _enqueue_training(run_id: Any) -> str:
+    """Send the run's message once the caller's transaction commits, and record its id on the
+    row in that transaction, so the sweep can tell a lost message from one still waiting."""
     from ..tasks import train_model_version
 
-    transaction.on_commit(lambda: train_model_version.send(str(run_id)))
+    message = send_after_commit(train_model_version, str(run_id))
+    TrainingRun.objects.filter(pk=run_id).update(
+        message_id=message.message_id, enqueued_at=timezone.now()
+    )
+    return message.message_id
 
 
 def training_run_cancel(*, user: AbstractBaseUser, run: TrainingRun) -> TrainingRun:
@@ -307,7 +323,13 @@ def training_run_claim(*, run_id: Any, owner: str) -> TrainingRun | None:
             logger.warning("training run %s does not exist; message dropped", run_id)
             return None
         if run.status != TrainingRun.Status.QUEUED:
-            logger.info("training run %s is %s; this delivery does nothing", run_id, run.status)
+            logger.info(
+                "training run %s is %s (lease: %s); this delivery to %s does nothing",
+                run_id,
+                run.status,
+                run.lease_owner or "none",
+                owner,
+            )
             return None
         now = timezone.now()
         claimed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
@@ -330,20 +352,23 @@ def training_run_claim(*, run_id: Any, owner: str) -> TrainingRun | None:
     return run
 
 
-class _Heartbeat(threading.Thread):
-    """Keeps the lease alive while the trainer is busy in something long (loading, eval)."""
+class LeaseHeartbeat(threading.Thread):
+    """Keeps a lease (a training run's or an evaluation's) alive while the worker is busy in
+    something long (loading, one long step, evaluation)."""
 
-    def __init__(self, run_id: Any, owner: str, every: float):
+    def __init__(
+        self, run_id: Any, owner: str, every: float, model: type[models.Model] = TrainingRun
+    ):
         super().__init__(daemon=True, name=f"heartbeat-{run_id}")
-        self.run_id, self.owner, self.every = run_id, owner, every
+        self.run_id, self.owner, self.every, self.model = run_id, owner, every, model
         self.stopped = threading.Event()
         self.lost = False
 
     def run(self) -> None:
         try:
             while not self.stopped.wait(self.every):
-                alive = TrainingRun.objects.filter(
-                    pk=self.run_id, status=TrainingRun.Status.RUNNING, lease_owner=self.owner
+                alive = self.model.objects.filter(  # type: ignore[attr-defined]
+                    pk=self.run_id, status="running", lease_owner=self.owner
                 ).update(heartbeat_at=timezone.now())
                 if not alive:
                     self.lost = True
@@ -361,16 +386,27 @@ def _downsample(points: list[list[float]], limit: int = 500) -> list[list[float]
 
 
 def _make_hooks(
-    run: TrainingRun, owner: str, heartbeat: _Heartbeat, on_progress: Callable[[Any], None] | None
+    run: TrainingRun,
+    owner: str,
+    heartbeat: LeaseHeartbeat,
+    on_progress: Callable[[Any], None] | None,
 ):
     from ..training.trainer import TrainingHooks
 
+    params = run.hyperparameters
+    checkpoint_every = params.get("checkpoint_every_steps") or 0
+    epochs = params.get("num_epochs") or 1
+
     class DatabaseHooks(TrainingHooks):
-        """Progress, curves and log lines into the run's row; cancel and lease checks."""
+        """Progress, curves and log lines into the run's row; cancel and lease checks.
+
+        `progress["timeline"]` keeps this attempt's wall-clock times (claimed, trainer started,
+        model loaded, first step started and done) for bench/bench_orchestration.py."""
 
         def __init__(self) -> None:
             self.last_write = 0.0
-            self.progress: dict[str, Any] = {}
+            self.timeline: dict[str, Any] = {"attempt": run.attempts, "claimed_at": time.time()}
+            self.progress: dict[str, Any] = {**run.progress, "timeline": self.timeline}
             self.losses: list[list[float]] = list(run.loss_history)
             self.evals: list[dict[str, Any]] = list(run.eval_history)
             self.lines: deque[str] = deque(run.log_tail.splitlines(), maxlen=_conf("LOG_LINES"))
@@ -390,7 +426,21 @@ def _make_hooks(
             if not alive:
                 raise LeaseLost(f"Training run {run.pk} is no longer held by {owner}.")
 
+        def mark(self, event: str, **extra: Any) -> bool:
+            if event in self.timeline:
+                return False
+            self.timeline[event] = time.time()
+            self.timeline.update(extra)
+            return True
+
+        def on_model_loaded(self, *, seconds: float) -> None:
+            self.mark("model_loaded_at", model_load_s=round(seconds, 3))
+
         def should_stop(self) -> bool:
+            # The trainer asks before every step: the first question is the first step starting
+            # (written at once, so the run's page shows it has begun during a long first step).
+            if self.mark("first_step_started_at"):
+                self._write()
             # One indexed read per step: cancel takes effect before the next step.
             row = (
                 TrainingRun.objects.filter(pk=run.pk)
@@ -416,7 +466,9 @@ def _make_hooks(
                 "tokens_per_s": round(p.tokens_per_second, 1),
                 "eta_s": round(p.eta_seconds, 1),
                 "elapsed_s": round(p.elapsed_seconds, 1),
+                "timeline": self.timeline,
             }
+            self.mark("first_step_at")
             # After a resume, steps past the checkpoint are trained again: drop their old points.
             while self.losses and self.losses[-1][0] >= p.step:
                 self.losses.pop()
@@ -424,7 +476,14 @@ def _make_hooks(
             if on_progress is not None:
                 on_progress(p)
             due = time.monotonic() - self.last_write >= _conf("PROGRESS_SECONDS")
-            if due or p.step == p.total_steps:
+            # A checkpoint may follow this step: the write checks the lease first, so a worker
+            # that lost its run (stalled past the sweep, then woke up) never writes into the
+            # run's folder after the new owner started.
+            per_epoch = (p.total_steps // epochs) or 1
+            checkpoint_next = (checkpoint_every and p.step % checkpoint_every == 0) or (
+                p.step % per_epoch == 0
+            )
+            if due or checkpoint_next or p.step == p.total_steps or p.step == 1:
                 self._write()
 
         def on_eval(self, *, step: int, epoch: int, eval_loss: float) -> None:
@@ -468,7 +527,7 @@ def training_run_execute(
     from ..training.trainer import TrainingArguments, TrainingCancelled, TrainingFailed
     from ..training.trainer import run as train
 
-    heartbeat = _Heartbeat(run.pk, owner, _conf("HEARTBEAT_SECONDS"))
+    heartbeat = LeaseHeartbeat(run.pk, owner, _conf("HEARTBEAT_SECONDS"))
     heartbeat.start()
     hooks = _make_hooks(run, owner, heartbeat, on_progress)
     try:
@@ -497,6 +556,7 @@ def training_run_execute(
             device=_conf("DEVICE"),
             **params,
         )
+        hooks.mark("trainer_started_at")
         result = train(args, hooks)
     except TrainingCancelled:
         hooks.on_log("cancelled")
@@ -516,7 +576,13 @@ def training_run_execute(
     finally:
         heartbeat.stopped.set()
         heartbeat.join()
-    return training_run_succeed(run=run, owner=owner, result=result, hooks=hooks, evaluate=evaluate)
+    try:
+        return training_run_succeed(
+            run=run, owner=owner, result=result, hooks=hooks, evaluate=evaluate
+        )
+    except LeaseLost:
+        logger.warning("run %s: lease lost by %s before it was recorded", run.pk, owner)
+        return None
 
 
 def _worker_end(run: TrainingRun, owner: str, hooks: Any, to: str, reason: str) -> None:
@@ -534,6 +600,9 @@ def training_run_succeed(
     from ..training.environment import device_info
 
     version = ModelVersion.objects.select_related("base_model").get(run=run)
+    # Lease check before the files: a worker that lost the run must not replace the adapter
+    # the new owner stores (its manifest would no longer match).
+    hooks.flush()
     artifact_dir, manifest = model_version_store_adapter(
         version=version, adapter_dir=result.adapter_dir
     )
@@ -614,10 +683,11 @@ def _trainer_config(run: TrainingRun) -> dict[str, Any]:
 
 def training_runs_sweep(*, now: Any = None) -> dict[str, list[str]]:
     """Take back runs whose worker stopped heartbeating: re-queue them, or fail them after
-    MAX_ATTEMPTS lost attempts; honour a cancel asked for while the worker was gone."""
+    MAX_ATTEMPTS lost attempts; honour a cancel asked for while the worker was gone. Then send
+    again the message of every queued run that the broker no longer holds."""
     now = now or timezone.now()
     stale_before = now - timedelta(seconds=_conf("STALE_AFTER_SECONDS"))
-    done: dict[str, list[str]] = {"requeued": [], "failed": [], "cancelled": []}
+    done: dict[str, list[str]] = {"requeued": [], "failed": [], "cancelled": [], "resent": []}
     stale = TrainingRun.objects.filter(
         status=TrainingRun.Status.RUNNING, heartbeat_at__lt=stale_before
     )
@@ -665,4 +735,71 @@ def training_runs_sweep(*, now: Any = None) -> dict[str, list[str]]:
                 )
                 _enqueue_training(run.pk)
                 done["requeued"].append(str(run.pk))
+    from ..tasks import train_model_version
+
+    done["resent"] = lost_messages_resend(
+        model=TrainingRun,
+        actor=train_model_version,
+        object_type="training_run",
+        enqueue=_enqueue_training,
+        now=now,
+    )
     return done
+
+
+def lost_messages_resend(
+    *,
+    model: type[models.Model],
+    actor: Any,
+    object_type: str,
+    enqueue: Callable[[Any], str],
+    now: Any,
+) -> list[str]:
+    """Send again the message of each queued job (a training run or an evaluation) that was
+    sent more than RESEND_AFTER_SECONDS ago and that the broker no longer holds: Redis was
+    restarted empty, or flushed, or the send failed after the commit.
+
+    A broker that cannot list its messages gets the message again after every
+    RESEND_AFTER_SECONDS; that is safe because a delivery claims its job in the database and a
+    second one does nothing."""
+    sent_before = now - timedelta(seconds=_conf("RESEND_AFTER_SECONDS"))
+    # enqueued_at is empty for jobs run without the broker (`manage.py train`): not ours to send.
+    waiting = list(
+        model.objects.filter(  # type: ignore[attr-defined]
+            status="queued", enqueued_at__lt=sent_before
+        ).values_list("pk", "message_id")
+    )
+    if not waiting:
+        return []
+    import redis
+
+    try:
+        held = broker_message_ids(actor.broker, actor.queue_name)
+    except redis.RedisError as exc:
+        logger.warning("broker unreachable (%s): lost messages are looked for next time", exc)
+        return []
+    resent = []
+    for pk, message_id in waiting:
+        if held is not None and message_id in held:
+            continue  # waiting its turn behind other work
+        with transaction.atomic():
+            # Locked: a worker may be claiming it right now; then it is no longer queued.
+            row = (
+                model.objects.select_for_update()  # type: ignore[attr-defined]
+                .filter(pk=pk, status="queued", message_id=message_id)
+                .first()
+            )
+            if row is None:
+                continue
+            new_id = enqueue(pk)
+            why = "the broker no longer holds it" if held is not None else "the broker cannot say"
+            audit_append(
+                actor=None,
+                action=f"{object_type}.message_resent",
+                object_type=object_type,
+                object_id=pk,
+                payload={"lost_message": message_id, "message": new_id, "why": why},
+            )
+        logger.warning("%s %s: message %s lost (%s); sent again", object_type, pk, message_id, why)
+        resent.append(str(pk))
+    return resent

@@ -1,30 +1,56 @@
 """Periodic upkeep, for cron or `--every N` (the demo runs it every 30 s): take back training
-runs whose worker went silent, check live versions for drift, and send again webhook deliveries
-whose broker message was lost. Each step is idempotent, so overlapping runs are harmless."""
+runs, evaluations and dataset builds whose worker went silent, send again the broker messages
+of queued jobs that Redis lost (restarted empty), turn newly reviewed outputs into examples,
+check live versions for drift, and send again webhook deliveries whose broker message was
+lost. Each step is idempotent, so overlapping runs are harmless: the database is the source of
+truth and a duplicate message does nothing."""
 
 import time
+from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from datasets_app.services import dataset_builds_recover, examples_sync
 from training_app.services import training_runs_sweep
+from training_app.services.evaluations import evaluations_sweep
 from training_app.services.monitoring import drift_check_all
 from training_app.services.webhooks import webhook_deliveries_due
 from training_app.tasks import deliver_webhook
 
 
-def maintenance_once() -> dict[str, object]:
+def maintenance_once() -> dict[str, Any]:
     runs = training_runs_sweep()
+    evaluations = evaluations_sweep()
+    builds = dataset_builds_recover()
+    # Reviewed outputs become examples here too, so a build only syncs what arrived since.
+    synced = examples_sync()
     alerts = drift_check_all()
     due = webhook_deliveries_due()
     for delivery_id in due:
         # The delivery claims its attempt in the database, so a message that was not lost
         # after all makes the second send a no-op.
         deliver_webhook.send(delivery_id)
-    return {"runs": runs, "drift_alerts": len(alerts), "webhooks_resent": len(due)}
+    return {
+        "runs": runs,
+        "evaluations": evaluations,
+        "dataset_builds": builds,
+        "examples_synced": synced.created,
+        "drift_alerts": len(alerts),
+        "webhooks_resent": len(due),
+    }
+
+
+def is_busy(done: dict[str, Any]) -> bool:
+    sweeps = (done["runs"], done["evaluations"], done["dataset_builds"])
+    swept = any(ids for sweep in sweeps for ids in sweep.values())
+    return swept or bool(done["examples_synced"] or done["drift_alerts"] or done["webhooks_resent"])
 
 
 class Command(BaseCommand):
-    help = "Sweep stale training runs, check drift, resend due webhook deliveries."
+    help = (
+        "Sweep stale training runs, evaluations and dataset builds, resend lost job messages, "
+        "sync examples, check drift, resend due webhook deliveries."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--every", type=float, default=0, help="Repeat every N seconds.")
@@ -32,8 +58,7 @@ class Command(BaseCommand):
     def handle(self, *args, every: float, **options):
         while True:
             done = maintenance_once()
-            busy = any(done["runs"].values()) or done["drift_alerts"] or done["webhooks_resent"]
-            if busy or options["verbosity"] > 1:
+            if is_busy(done) or options["verbosity"] > 1:
                 self.stdout.write(str(done))
             if not every:
                 return
