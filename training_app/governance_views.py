@@ -24,7 +24,6 @@ from .errors import ModelVersionNotFound
 from .models import Channel, ModelVersion, SignoffRequest
 from .policy import channel_policy, lower_is_better
 from .selectors import can_view_training, model_version_get
-from .services.serving import GENERATE_ROLES
 from .services import (
     can_deploy,
     can_request_signoff,
@@ -36,6 +35,7 @@ from .services import (
     signoff_refusal,
     signoff_request_create,
 )
+from .services.serving import GENERATE_ROLES
 
 
 def _viewer(request):
@@ -216,6 +216,8 @@ def channel_detail(request, name):
             "cases": channel.regression_cases.all(),
             "deployable": deployable,
             "rollback_to": before.version if before else None,
+            # The first release rolls back to nothing: the channel is taken offline.
+            "can_withdraw": channel.live_deployment is not None and before is None,
             "can_deploy": can_deploy(request.user),
             "can_try": has_role(request.user, *GENERATE_ROLES),
         },
@@ -258,7 +260,12 @@ def channel_rollback_view(request, name):
     except ApplicationError as exc:
         _refuse_or_message(request, exc)
     else:
-        messages.success(request, f"Rolled back: {deployment.version.name} is live again.")
+        if deployment.action == deployment.Action.WITHDRAW:
+            messages.success(
+                request, f"Rolled back: {deployment.version.name} is offline; nothing is live."
+            )
+        else:
+            messages.success(request, f"Rolled back: {deployment.version.name} is live again.")
     return redirect("training:channel", name=name)
 
 

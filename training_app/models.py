@@ -386,11 +386,13 @@ class Deployment(models.Model):
     """One change of a channel's live version: the channel's history, never edited.
 
     `previous` is the deployment that was live before this one took effect, so a rollback
-    follows it back one step (and a second rollback one more)."""
+    follows it back one step (and a second rollback one more). Rolling back the first release
+    of a channel takes it offline: a WITHDRAW row names the version taken off."""
 
     class Action(models.TextChoices):
         DEPLOY = "deploy", "Deploy"
         ROLLBACK = "rollback", "Rollback"
+        WITHDRAW = "withdraw", "Taken offline"
 
     channel = models.ForeignKey(Channel, on_delete=models.PROTECT, related_name="deployments")
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")

@@ -333,16 +333,27 @@ def test_rollback_returns_the_channel_to_the_version_before(
     second.refresh_from_db()
     assert channel.live_version == first
     assert (first.status, second.status) == ("deployed", "approved")
-    again = client.post("/api/channels/production/rollback/")
-    assert again.status_code == 409  # nothing was live before the first version
+    # Nothing was live before the first version: rolling back again takes the channel offline.
+    again = client.post("/api/channels/production/rollback/", {"comment": "stop it"})
+    assert again.status_code == 201 and again.json()["action"] == "withdraw"
+    channel.refresh_from_db()
+    first.refresh_from_db()
+    assert channel.live_version is None and first.status == "approved"
+    assert client.post("/api/channels/production/rollback/").status_code == 409
     history = client.get("/api/channels/production/history/").json()
     assert [(h["action"], h["version"]["name"]) for h in history] == [
+        ("withdraw", first.name),
         ("rollback", first.name),
         ("deploy", second.name),
         ("deploy", first.name),
     ]
     assert AuditEvent.objects.filter(action="channel.rollback").count() == 1
+    assert AuditEvent.objects.filter(action="channel.withdraw").count() == 1
     assert audit_verify() > 0
+    # And it can be released again: deploying after a withdrawal starts a new history.
+    channel_deploy(user=personas["deployer"], channel=channel, version=first)
+    channel.refresh_from_db()
+    assert channel.live_version == first
 
 
 def test_retiring(api, personas, version, channel):

@@ -171,15 +171,20 @@ def channel_deploy(
 
 
 def channel_rollback(*, user: AbstractBaseUser, channel: Channel, comment: str = "") -> Deployment:
-    """Return `channel` to the version it had before its current one, in one action."""
+    """Return `channel` to the version it had before its current one, in one action; when
+    nothing came before (its first release), take the channel offline instead."""
     if not can_deploy(user):
         raise GovernanceForbidden("Only deployers roll channels back.")
     current = Channel.objects.select_related("live_deployment__previous__version").get(
         pk=channel.pk
     )
-    before = current.live_deployment.previous if current.live_deployment else None
+    if current.live_deployment is None:
+        raise TransitionRefused(f"{channel.name} has nothing live to roll back.")
+    before = current.live_deployment.previous
     if before is None:
-        raise TransitionRefused(f"{channel.name} has no earlier version to roll back to.")
+        return _withdraw(
+            channel=channel, seen=current.live_deployment_id, user=user, comment=comment
+        )
     digest = artifact_verify(version=before.version)
     with transaction.atomic():
         channel = (
@@ -203,6 +208,63 @@ def channel_rollback(*, user: AbstractBaseUser, channel: Channel, comment: str =
             comment=comment.strip(),
             digest=digest,
         )
+
+
+def _withdraw(*, channel: Channel, seen: int, user: AbstractBaseUser, comment: str) -> Deployment:
+    """Take the channel's only release offline: it serves nothing until the next deploy."""
+    with transaction.atomic():
+        channel = (
+            Channel.objects.select_for_update(of=("self",))
+            .select_related("live_version")
+            .get(pk=channel.pk)
+        )
+        if channel.live_deployment_id != seen:
+            raise TransitionRefused(f"{channel.name} changed while rolling back: look again.")
+        withdrawn = ModelVersion.objects.select_for_update().get(pk=channel.live_version_id)
+        deployment = Deployment.objects.create(
+            channel=channel,
+            version=withdrawn,
+            action=Deployment.Action.WITHDRAW,
+            replaced=withdrawn,
+            previous=None,
+            manifest_digest="",
+            actor=user,
+            comment=comment.strip(),
+        )
+        Channel.objects.filter(pk=channel.pk).update(live_version=None, live_deployment=None)
+        channel.live_version, channel.live_deployment = None, None
+        still_live = Channel.objects.filter(live_version=withdrawn).exists()
+        if withdrawn.status == ModelVersion.Status.DEPLOYED and not still_live:
+            model_version_transition(
+                version=withdrawn,
+                to=ModelVersion.Status.APPROVED,
+                actor=user,
+                payload={"channel": channel.name, "withdrawn": True},
+            )
+        webhook_event_emit(
+            event="channel.rolled_back",
+            payload={
+                "channel": channel.name,
+                "version": None,
+                "version_name": None,
+                "replaced": str(withdrawn.pk),
+                "deployment": deployment.pk,
+            },
+        )
+        audit_append(
+            actor=user,
+            action="channel.withdraw",
+            object_type="channel",
+            object_id=channel.name,
+            payload={
+                "deployment": deployment.pk,
+                "version": None,
+                "withdrawn": str(withdrawn.pk),
+                "version_name": withdrawn.name,
+                "comment": comment.strip(),
+            },
+        )
+    return deployment
 
 
 def model_version_retire(
