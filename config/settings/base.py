@@ -213,6 +213,8 @@ SIGNOFF_TRAINING = {
 
 # Governance (issue 6): sign-off policy defaults, the regression gate, the model server.
 SIGNOFF_GOVERNANCE = {
+    # The model server folds adapters into the base (merge_and_unload) when this is on.
+    "SERVING_MERGE_ADAPTERS": os.environ.get("SIGNOFF_SERVING_MERGED") == "1",
     # Every channel's policy starts from this; Channel.policy overrides keys of it.
     "DEFAULT_POLICY": {
         "approvals_required": int(os.environ.get("SIGNOFF_APPROVALS_REQUIRED", 1)),

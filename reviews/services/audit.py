@@ -143,32 +143,54 @@ def audit_verify() -> int:
             raise AuditChainBroken(
                 expected_seq, f"event #{expected_seq} is missing (next found is #{event.seq})"
             )
+        self_consistent = _recomputed_hash(event) == event.hash
         if event.prev_hash != expected_prev:
+            if self_consistent and event.seq > 1:
+                # This event is intact and still names the predecessor's original hash: the
+                # predecessor was rewritten and its own hash recomputed to match.
+                raise AuditChainBroken(
+                    event.seq - 1,
+                    f"event #{event.seq - 1} was altered (its hash was recomputed; "
+                    f"event #{event.seq} still links to the original)",
+                )
             raise AuditChainBroken(
                 event.seq, f"event #{event.seq} does not link to its predecessor"
             )
-        recomputed = event_hash(
-            prev_hash=event.prev_hash,
-            seq=event.seq,
-            created_at=event.created_at,
-            actor_id=event.actor_id,
-            actor_name=event.actor_name,
-            action=event.action,
-            object_type=event.object_type,
-            object_id=event.object_id,
-            payload=event.payload,
-        )
-        if recomputed != event.hash:
+        if not self_consistent:
             raise AuditChainBroken(event.seq, f"event #{event.seq} was altered (hash mismatch)")
         expected_prev = event.hash
         expected_seq += 1
         count += 1
     head = AuditHead.objects.filter(pk=1).first()
     head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
-    if head_seq != count or head_hash != expected_prev:
+    if head_seq > count:
         raise AuditChainBroken(
-            count + 1 if head_seq > count else head_seq,
+            count + 1,
             f"chain ends at #{count} but the published head is #{head_seq}: "
-            "events were removed from the tail or the head was altered",
+            "events were removed from the tail",
+        )
+    if head_seq < count:
+        raise AuditChainBroken(
+            head_seq + 1,
+            f"event #{head_seq + 1} is past the published head (#{head_seq}): "
+            "events were added without moving the head",
+        )
+    if head_hash != expected_prev:
+        raise AuditChainBroken(
+            count, f"the published head does not match event #{count}: the head was altered"
         )
     return count
+
+
+def _recomputed_hash(event: AuditEvent) -> str:
+    return event_hash(
+        prev_hash=event.prev_hash,
+        seq=event.seq,
+        created_at=event.created_at,
+        actor_id=event.actor_id,
+        actor_name=event.actor_name,
+        action=event.action,
+        object_type=event.object_type,
+        object_id=event.object_id,
+        payload=event.payload,
+    )

@@ -16,6 +16,7 @@ from ..roles import can_work_queue, has_role
 from ..selectors import guidelines_current
 from .audit import audit_append, audit_append_many
 from .leases import _held_lease, lease_end
+from .text import unstorable
 
 Decision = Review.Decision
 Status = Output.Status
@@ -35,7 +36,14 @@ def _same_text(a: str, b: str) -> bool:
 
 
 def _validate(
-    *, decision: str, original: str, corrected: str, reason: str, stage: str, max_text: int
+    *,
+    decision: str,
+    original: str,
+    corrected: str,
+    reason: str,
+    comment: str,
+    stage: str,
+    max_text: int,
 ) -> None:
     if decision not in Decision.values:
         raise ValidationFailed(
@@ -67,9 +75,9 @@ def _validate(
         raise ValidationFailed(
             "decision: a lead's decision is final; approve, correct or reject", field="decision"
         )
-    for name, text in (("corrected_output", corrected), ("reason", reason)):
-        if "\x00" in text:
-            raise ValidationFailed(f"{name}: contains a NUL character", field=name)
+    for name, text in (("corrected_output", corrected), ("reason", reason), ("comment", comment)):
+        if problem := unstorable(text):
+            raise ValidationFailed(f"{name}: {problem}", field=name)
 
 
 @transaction.atomic
@@ -96,6 +104,7 @@ def review_submit(
         original=output.output_text,
         corrected=corrected_output,
         reason=reason,
+        comment=comment,
         stage=stage,
         max_text=settings.SIGNOFF["MAX_TEXT_CHARS"],
     )

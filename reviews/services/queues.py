@@ -12,6 +12,7 @@ from ..models import GuidelineVersion, Queue, Role, RoutingRule
 from ..roles import has_role
 from ..selectors import guidelines_current
 from .audit import audit_append
+from .text import unstorable
 
 QUEUE_FIELDS = {
     "name",
@@ -45,6 +46,10 @@ def _require_manager(user: AbstractBaseUser) -> None:
 
 
 def _full_clean(instance: Any) -> None:
+    for field in instance._meta.concrete_fields:
+        value = getattr(instance, field.attname)
+        if isinstance(value, str) and (problem := unstorable(value)):
+            raise ValidationFailed(f"{field.name}: {problem}", field=field.name)
     try:
         instance.full_clean()
     except DjangoValidationError as error:
@@ -102,8 +107,8 @@ def guidelines_publish(*, queue: Queue, user: AbstractBaseUser, text: str) -> Gu
     _require_manager(user)
     if len(text) > 100_000:
         raise ValidationFailed("guidelines: longer than 100,000 characters", field="guidelines")
-    if "\x00" in text:
-        raise ValidationFailed("guidelines: contains a NUL character", field="guidelines")
+    if problem := unstorable(text):
+        raise ValidationFailed(f"guidelines: {problem}", field="guidelines")
     # Locked so that two editors cannot both publish "version n + 1".
     Queue.objects.select_for_update(no_key=True).get(pk=queue.pk)
     current = guidelines_current(queue=queue)

@@ -78,6 +78,80 @@ def test_it_groups_batches_by_length_and_covers_every_example_once():
     assert batches != data.length_grouped_batches(lengths, 8, seed=1, epoch=1)
 
 
+def lora_on(model_dir):
+    """The tiny model with a LoRA adapter whose B is not zero, so every adapter weight has a
+    gradient; in eval mode, so dropout does not make two passes differ."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    config.init_lora_weights = False
+    return get_peft_model(base, config).eval()
+
+
+def lora_gradients(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(
+    ("share_prefix", "row_tokens"), [(True, 1024), (False, 1024), (True, 250), (False, 250)]
+)
+def test_packed_rows_give_the_losses_and_gradients_of_padded_batches(
+    tiny_model_dir, share_prefix, row_tokens
+):
+    """Each packed example sees only itself (and the shared prefix, which it had anyway):
+    losses and adapter gradients match the padded batch, whether the batch fits one row or
+    is spread over several padded rows."""
+    import torch
+
+    from training_app.training.trainer import packed_token_losses, token_losses
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    examples, _ = data.encode_all(tokenizer, demo_rows(5), max_length=256)
+    examples[1].weight = 2.0
+    pad = int(tokenizer.pad_token_id)
+    model = lora_on(tiny_model_dir)
+
+    padded = data.collate(examples, pad)
+    sums, counts = token_losses(model, padded, "cpu")
+    denominator = float((counts * padded["weights"]).sum())
+    ((sums * padded["weights"]).sum() / denominator).backward()
+    expected = lora_gradients(model)
+    model.zero_grad()
+
+    packed = data.pack(examples, pad, share_prefix=share_prefix, row_tokens=row_tokens)
+    assert packed["prefix"] > 20 if share_prefix else packed["prefix"] == 0
+    rows = packed["input_ids"].shape[0]
+    assert rows == 1 if row_tokens == 1024 else 1 < rows < len(examples) + share_prefix
+    assert packed["example_tokens"] == sum(len(e.input_ids) for e in examples)
+    assert packed["processed_tokens"] == packed["example_tokens"] - (
+        packed["prefix"] * (len(examples) - rows)
+    )
+    losses = packed_token_losses(model, packed, "cpu")
+    assert losses.shape[0] == int(counts.sum())
+    assert float(packed["weights"].sum()) == pytest.approx(denominator)
+    assert float(losses.sum()) == pytest.approx(float(sums.sum()), rel=1e-5)
+    ((losses * packed["weights"]).sum() / denominator).backward()
+    got = lora_gradients(model)
+    assert got.keys() == expected.keys()
+    for name, grad in expected.items():
+        assert float(grad.abs().max()) > 0
+        assert torch.allclose(got[name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_the_shared_prefix_stops_before_the_first_answer(tiny_model_dir):
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    row = demo_rows(1)[0]
+    twins, _ = data.encode_all(tokenizer, [row, row], max_length=256)
+    packed = data.pack(twins, int(tokenizer.pad_token_id))
+    first_answer = next(i for i, label in enumerate(twins[0].labels) if label >= 0)
+    assert packed["prefix"] == first_answer - 1  # each copy still predicts its own answer
+    assert int(packed["keep"].sum()) == 2 * twins[0].target_tokens
+
+
 def test_it_trains_evaluates_every_epoch_and_saves_a_safetensors_adapter(
     tiny_model_dir, jsonl_splits, tmp_path
 ):
@@ -111,6 +185,29 @@ def test_it_trains_evaluates_every_epoch_and_saves_a_safetensors_adapter(
         "rng.pt",
         "trainer_state.json",
     }
+
+
+@pytest.mark.parametrize("packing", ["flatten", "none"])
+def test_it_trains_with_every_packing_mode(tiny_model_dir, jsonl_splits, tmp_path, packing):
+    result = run(args_for(tiny_model_dir, jsonl_splits, tmp_path / "out", packing=packing))
+    assert result.steps == 8 and math.isfinite(result.best_eval_loss)
+    assert result.computed_tokens == result.train_tokens  # nothing shared, no padding counted
+    assert 0 < result.step_seconds < result.seconds
+
+
+def test_sharing_the_prompt_prefix_computes_fewer_tokens(tiny_model_dir, jsonl_splits, tmp_path):
+    result = run(args_for(tiny_model_dir, jsonl_splits, tmp_path / "out"))
+    assert 0 < result.computed_tokens < 0.9 * result.train_tokens
+
+
+def test_it_refuses_an_unknown_packing_mode(tiny_model_dir, jsonl_splits, tmp_path):
+    from training_app.training.hyperparameters import HyperparameterError, validate
+
+    with pytest.raises(HyperparameterError, match="packing"):
+        validate({"packing": "tight"})
+    assert validate({})["packing"] == "shared_prefix"
+    with pytest.raises(TrainingFailed, match="packing"):
+        run(args_for(tiny_model_dir, jsonl_splits, tmp_path / "out", packing="tight"))
 
 
 class Crash(Exception):

@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,27 +29,78 @@ logger = logging.getLogger(__name__)
 
 
 class ModelCache:
-    """One base model per base, its versions' adapters loaded on it by name; generation is
-    serialised (one forward pass at a time on a small CPU)."""
+    """Generation is serialised (one forward pass at a time on a small CPU).
 
-    def __init__(self) -> None:
+    Unmerged (the default): one base model per base, its versions' adapters loaded on it by
+    name and switched per request: one copy of the base weights however many versions answer.
+    Merged: each version's adapter is folded into its own copy of the base weights
+    (`merge_and_unload`), so a request runs a plain model with no adapter layers, at the cost
+    of a full copy of the weights per version; the `merged_limit` most recently used
+    versions stay loaded."""
+
+    def __init__(self, *, merge_adapters: bool = False, merged_limit: int = 2) -> None:
         self.lock = threading.Lock()
         self.bases: dict[int, dict[str, Any]] = {}
+        self.merged: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.merge_adapters = merge_adapters
+        self.merged_limit = max(1, merged_limit)
         self.scratch = Path(tempfile.mkdtemp(prefix="signoff-serving-"))
         self.loads = 0
+
+    def loaded(self) -> list[str]:
+        adapters = [a for entry in self.bases.values() for a in entry["adapters"]]
+        return sorted([*adapters, *self.merged])
+
+    def _verified_adapter(self, version: Any) -> Path:
+        from ..services.deployments import artifact_verify
+        from ..services.versions import model_version_loadable_adapter
+
+        artifact_verify(version=version)
+        return model_version_loadable_adapter(version=version, into=self.scratch / str(version.pk))
+
+    def _load_merged(self, version: Any) -> dict[str, Any]:
+        from peft import PeftModel
+
+        from ..services.base_models import base_model_verify
+        from ..training.trainer import load_base_model, load_tokenizer, resolve_device
+
+        adapter = self._verified_adapter(version)
+        base_model_verify(base_model=version.base_model)
+        device, dtype = resolve_device("cpu")
+        base = load_base_model(version.base_model.folder, device=device, dtype=dtype)
+        model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+        while len(self.merged) >= self.merged_limit:
+            self.merged.popitem(last=False)  # the least recently used version
+        entry = {
+            "model": model.eval(),
+            "tokenizer": load_tokenizer(version.base_model.folder),
+            "device": device,
+        }
+        self.merged[str(version.pk)] = entry
+        self.loads += 1
+        logger.info("loaded %s merged (adapter %s)", version.name, adapter)
+        return entry
+
+    def _entry(self, version: Any) -> tuple[dict[str, Any], Any]:
+        """(entry, model ready to answer as `version`)."""
+        key = str(version.pk)
+        if self.merge_adapters:
+            entry = self.merged.get(key) or self._load_merged(version)
+            self.merged.move_to_end(key)
+            return entry, entry["model"]
+        entry = self.bases.get(version.base_model_id)
+        if entry is None or key not in entry["adapters"]:
+            entry = self._load(version)
+        entry["model"].set_adapter(key)
+        return entry, entry["model"]
 
     def _load(self, version: Any) -> dict[str, Any]:
         from peft import PeftModel
 
         from ..services.base_models import base_model_verify
-        from ..services.deployments import artifact_verify
-        from ..services.versions import model_version_loadable_adapter
         from ..training.trainer import load_base_model, load_tokenizer, resolve_device
 
-        artifact_verify(version=version)
-        adapter = model_version_loadable_adapter(
-            version=version, into=self.scratch / str(version.pk)
-        )
+        adapter = self._verified_adapter(version)
         entry = self.bases.get(version.base_model_id)
         if entry is None:
             base_model_verify(base_model=version.base_model)
@@ -79,11 +131,8 @@ class ModelCache:
         from ..training.data import prompt_ids
 
         with self.lock:
-            entry = self.bases.get(version.base_model_id)
-            if entry is None or str(version.pk) not in entry["adapters"]:
-                entry = self._load(version)
-            model, tokenizer = entry["model"], entry["tokenizer"]
-            model.set_adapter(str(version.pk))
+            entry, model = self._entry(version)
+            tokenizer = entry["tokenizer"]
             started = time.monotonic()
             ids = torch.tensor([prompt_ids(tokenizer, messages)], device=entry["device"])
             with torch.no_grad():
@@ -132,8 +181,15 @@ def make_handler(cache: ModelCache) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path != "/health":
                 return self._send(404, {"detail": "not found"})
-            loaded = sorted(a for entry in cache.bases.values() for a in entry["adapters"])
-            self._send(200, {"status": "ok", "loaded": loaded, "loads": cache.loads})
+            self._send(
+                200,
+                {
+                    "status": "ok",
+                    "loaded": cache.loaded(),
+                    "loads": cache.loads,
+                    "merged": cache.merge_adapters,
+                },
+            )
 
         def do_POST(self) -> None:
             from ..models import ModelVersion
@@ -176,7 +232,12 @@ def make_handler(cache: ModelCache) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(host: str, port: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(ModelCache()))
+def make_server(host: str, port: int, *, merge_adapters: bool | None = None) -> ThreadingHTTPServer:
+    """`merge_adapters` None: the SERVING_MERGE_ADAPTERS setting (default off)."""
+    if merge_adapters is None:
+        merge_adapters = bool(settings.SIGNOFF_GOVERNANCE.get("SERVING_MERGE_ADAPTERS", False))
+    server = ThreadingHTTPServer(
+        (host, port), make_handler(ModelCache(merge_adapters=merge_adapters))
+    )
     server.daemon_threads = True
     return server

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .hyperparameters import CHOICES
+
 IGNORE_INDEX = -100
 
 
@@ -133,6 +135,13 @@ def length_grouped_batches(
     return batches
 
 
+def shuffled_batches(count: int, batch_size: int, *, seed: int, epoch: int) -> list[list[int]]:
+    """Batches of indices in a random order, reproducible from (seed, epoch)."""
+    order = list(range(count))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return [order[i : i + batch_size] for i in range(0, count, batch_size)]
+
+
 def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
     """Right-pad to the longest in the batch (batches are length-grouped, so little padding)."""
     import torch
@@ -153,3 +162,103 @@ def collate(examples: list[Example], pad_id: int) -> dict[str, Any]:
 def chunked(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+PACKING_MODES = CHOICES["packing"]
+
+
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    if not sequences:
+        return 0
+    shortest = min(len(s) for s in sequences)
+    first = sequences[0]
+    for index in range(shortest):
+        token = first[index]
+        if any(s[index] != token for s in sequences[1:]):
+            return index
+    return shortest
+
+
+def pack(
+    examples: list[Example],
+    pad_id: int,
+    *,
+    share_prefix: bool = True,
+    row_tokens: int = 1024,
+) -> dict[str, Any]:
+    """Several examples per row with no padding between them, each attending only to itself.
+
+    A block-diagonal causal mask (4D, True = may attend) and position ids restarting at every
+    example make each example see exactly what it would see alone. With `share_prefix`, the
+    prompt prefix every example of the batch has in common (a system prompt, usually) sits once
+    at the start of each row and every example attends to it: its forward and backward run
+    once instead of once per example, and the answer losses are unchanged. The prefix stops
+    one token before the earliest answer, so each example's own tokens predict its answer.
+
+    Only positions followed by an answer token get logits (`keep`): the vocabulary projection
+    and the cross-entropy, large for a small model, skip the prompt. `targets`/`weights` hold,
+    in row-major order of `keep`, the next token and its example's weight."""
+    import torch
+
+    prefix = 0
+    if share_prefix and len(examples) > 1:
+        first_answer = min(
+            next(i for i, label in enumerate(e.labels) if label != IGNORE_INDEX) for e in examples
+        )
+        prefix = max(
+            0, min(common_prefix_length([e.input_ids for e in examples]), first_answer - 1)
+        )
+    shared = examples[0].input_ids[:prefix]
+    # Rows: the shared prefix, then whole examples (without it) while they fit in `row_tokens`.
+    rows: list[list[Example]] = []
+    used = 0
+    for example in examples:
+        size = len(example.input_ids) - prefix
+        if not rows or (used + size > row_tokens and len(rows[-1]) > 0):
+            rows.append([])
+            used = prefix
+        rows[-1].append(example)
+        used += size
+    width = max(prefix + sum(len(e.input_ids) - prefix for e in row) for row in rows)
+    count = len(rows)
+    ids = torch.full((count, width), pad_id, dtype=torch.long)
+    positions = torch.zeros((count, width), dtype=torch.long)
+    segments = torch.full((count, width), -1, dtype=torch.long)  # 0: prefix, -1: padding
+    keep = torch.zeros((count, width), dtype=torch.bool)
+    targets: list[int] = []
+    weights: list[float] = []
+    for r, row in enumerate(rows):
+        if prefix:
+            ids[r, :prefix] = torch.tensor(shared)
+            positions[r, :prefix] = torch.arange(prefix)
+            segments[r, :prefix] = 0
+        at = prefix
+        for s, example in enumerate(row, start=1):
+            own = example.input_ids[prefix:]
+            end = at + len(own)
+            ids[r, at:end] = torch.tensor(own)
+            positions[r, at:end] = torch.arange(prefix, prefix + len(own))
+            segments[r, at:end] = s
+            for j in range(prefix, len(example.input_ids) - 1):
+                label = example.labels[j + 1]
+                if label != IGNORE_INDEX:
+                    keep[r, at + j - prefix] = True
+                    targets.append(label)
+                    weights.append(example.weight)
+            at = end
+    query, key = segments[:, :, None], segments[:, None, :]
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    mask = causal & (query >= 0) & ((key == query) | ((key == 0) & (query >= 0)))
+    # A padding position attends to itself: a query row with nothing to attend to gives NaN.
+    mask |= torch.eye(width, dtype=torch.bool)
+    return {
+        "input_ids": ids,
+        "position_ids": positions,
+        "attention_mask": mask[:, None, :, :],
+        "keep": keep,
+        "targets": torch.tensor(targets, dtype=torch.long),
+        "weights": torch.tensor(weights, dtype=torch.float32),
+        "processed_tokens": int((segments >= 0).sum()),
+        "example_tokens": sum(len(e.input_ids) for e in examples),
+        "prefix": prefix,
+    }

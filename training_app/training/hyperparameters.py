@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
     "gradient_accumulation_steps": 1,
     "max_length": 256,
+    "packing": "shared_prefix",
     "seed": 42,
     "warmup_ratio": 0.05,
     "weight_decay": 0.0,
@@ -57,6 +58,8 @@ LIMITS: dict[str, tuple[type, float, float]] = {
     "checkpoint_every_steps": (int, 1, 1_000_000),
     "max_steps": (int, 1, 10_000_000),
 }
+# field: allowed values (see TrainingArguments for what each means)
+CHOICES: dict[str, tuple[str, ...]] = {"packing": ("shared_prefix", "flatten", "none")}
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
 
 
@@ -94,6 +97,9 @@ def validate(values: dict[str, Any] | None, *, architecture: str = "") -> dict[s
         if not (low <= value <= high):
             raise HyperparameterError(name, f"must be between {low:g} and {high:g}")
         clean[name] = value
+    for name, allowed in CHOICES.items():
+        if clean[name] not in allowed:
+            raise HyperparameterError(name, f"must be one of {', '.join(allowed)}")
     modules = clean["target_modules"]
     if isinstance(modules, str):
         modules = [m.strip() for m in modules.split(",") if m.strip()]

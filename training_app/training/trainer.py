@@ -21,8 +21,19 @@ from pathlib import Path
 from typing import Any
 
 from .base_model import check_folder
-from .data import IGNORE_INDEX, EncodeStats, Example, chunked, collate, encode_all, read_jsonl
-from .data import length_grouped_batches as _batches
+from .data import (
+    IGNORE_INDEX,
+    PACKING_MODES,
+    EncodeStats,
+    Example,
+    chunked,
+    collate,
+    encode_all,
+    length_grouped_batches,
+    pack,
+    read_jsonl,
+    shuffled_batches,
+)
 from .hyperparameters import ALL_LINEAR
 
 
@@ -49,6 +60,14 @@ class TrainingArguments:
         default=1, metadata={"help": "Forward passes per optimizer step."}
     )
     max_length: int = field(default=256, metadata={"help": "Tokens per example, at most."})
+    packing: str = field(
+        default="shared_prefix",
+        metadata={
+            "help": "shared_prefix: a batch's examples share rows with no padding and their "
+            "common prompt prefix runs once; flatten: the same without sharing; none: "
+            "length-grouped batches padded to the longest (any attention implementation)."
+        },
+    )
     seed: int = field(default=42, metadata={"help": "Seed for init, dropout and batch order."})
     warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps warming up."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
@@ -88,6 +107,8 @@ class TrainingResult:
     best_step: int | None
     train_tokens: int
     tokens_per_second: float
+    step_seconds: float  # forward, backward and optimizer time only (no eval, no checkpoints)
+    computed_tokens: int  # tokens the model ran: fewer than train_tokens when prefixes are shared
     seconds: float
     resumed_from_step: int | None
     device: str
@@ -99,6 +120,12 @@ class TrainingResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Packed rows hold up to this many tokens (or max_length, if longer): long enough that a batch
+# of short chat examples fits in one row, short enough that attention over the whole row (the
+# mask hides other examples, but the kernel still visits them) stays cheap next to the rest.
+PACK_ROW_TOKENS = 1024
 
 
 class TrainingCancelled(Exception):
@@ -122,6 +149,9 @@ class TrainingHooks:
         pass
 
     def on_checkpoint(self, *, step: int, path: str) -> None:
+        pass
+
+    def on_model_loaded(self, *, seconds: float) -> None:
         pass
 
     def on_log(self, line: str) -> None:
@@ -200,6 +230,39 @@ def token_losses(model, batch: dict[str, Any], device: str):
     return losses.sum(dim=1), counts.to(torch.float32)
 
 
+def packed_token_losses(model, batch: dict[str, Any], device: str):
+    """Token losses of a `data.pack` batch, one per answer token, in the order of `targets`.
+
+    Logits are computed only where an answer token follows (`logits_to_keep`), so the
+    vocabulary projection and the cross-entropy skip the prompt."""
+    import torch.nn.functional as F
+
+    mask = batch["attention_mask"].to(device)
+    implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    if implementation == "eager":
+        dtype = next(model.parameters()).dtype
+        mask = (~mask).to(dtype) * torch_min(dtype)  # additive: 0 where allowed
+    elif implementation != "sdpa":
+        raise TrainingFailed(
+            f"packing needs sdpa or eager attention, not {implementation}: set packing to none"
+        )
+    logits = model(
+        input_ids=batch["input_ids"].to(device),
+        position_ids=batch["position_ids"].to(device),
+        attention_mask=mask,
+        logits_to_keep=batch["keep"].to(device),
+        use_cache=False,
+    ).logits
+    logits = logits.reshape(-1, logits.size(-1)).float()
+    return F.cross_entropy(logits, batch["targets"].to(device), reduction="none")
+
+
+def torch_min(dtype: Any) -> float:
+    import torch
+
+    return float(torch.finfo(dtype).min)
+
+
 def evaluate_loss(
     model,
     examples: list[Example],
@@ -265,6 +328,7 @@ class _Run:
             "best_eval_loss": None,
             "best_step": None,
             "train_tokens": 0,
+            "computed_tokens": 0,
         }
 
     def log(self, line: str) -> None:
@@ -356,12 +420,16 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
     )
     if not train:
         raise TrainingFailed("the training split has no usable examples")
+    if args.packing not in PACKING_MODES:
+        raise TrainingFailed(f"packing must be one of {', '.join(PACKING_MODES)}")
     job.log(
         f"{train_stats.kept} training examples ({train_stats.truncated} truncated, "
         f"{train_stats.dropped} dropped), {eval_stats.kept} eval examples; device {device}"
     )
 
+    load_started = time.monotonic()
     model = _build_model(args, device, dtype)
+    hooks.on_model_loaded(seconds=time.monotonic() - load_started)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     lengths = [len(e.input_ids) for e in train]
@@ -384,6 +452,7 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
 
     state = job.state
     session_tokens, session_steps, session_start = 0, 0, time.monotonic()
+    step_seconds = 0.0
     best_dir = job.out / "best-adapter"
 
     def evaluate_now(epoch: int) -> None:
@@ -401,19 +470,20 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
     model.train()
     stop = False
     for epoch in range(state["epoch"], args.num_epochs):
-        groups = list(
-            chunked(
-                _batches(lengths, args.batch_size, seed=args.seed, epoch=epoch),
-                args.gradient_accumulation_steps,
-            )
-        )
+        # Packed rows carry no padding, so batches need not be grouped by length.
+        if args.packing == "none":
+            order = length_grouped_batches(lengths, args.batch_size, seed=args.seed, epoch=epoch)
+        else:
+            order = shuffled_batches(len(train), args.batch_size, seed=args.seed, epoch=epoch)
+        groups = list(chunked(order, args.gradient_accumulation_steps))
         for local, group in enumerate(groups):
             if epoch * steps_per_epoch + local < state["step"]:
                 continue  # done before the checkpoint we resumed from
             if hooks.should_stop():
                 raise TrainingCancelled()
+            step_started = time.monotonic()
             try:
-                loss, tokens = _step(
+                loss, tokens, computed = _step(
                     model,
                     optimizer,
                     scheduler,
@@ -435,6 +505,8 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
                 raise
             state["step"] += 1
             state["train_tokens"] += tokens
+            state["computed_tokens"] = state.get("computed_tokens", 0) + computed
+            step_seconds += time.monotonic() - step_started
             session_tokens += tokens
             session_steps += 1
             lr = scheduler.get_last_lr()[0]
@@ -489,6 +561,8 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
         best_step=state["best_step"],
         train_tokens=state["train_tokens"],
         tokens_per_second=session_tokens / max(time.monotonic() - session_start, 1e-9),
+        step_seconds=step_seconds,
+        computed_tokens=state.get("computed_tokens", 0),
         seconds=seconds,
         resumed_from_step=resumed_from,
         device=device,
@@ -502,30 +576,48 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
 
 def _step(model, optimizer, scheduler, group, train, pad_id, device, args, trainable, step):
     """One optimizer step over `group` (gradient accumulation). The loss is the weighted mean
-    over every answer token of the whole group, so it does not depend on how it is split."""
+    over every answer token of the whole group, so it does not depend on how it is split or
+    packed. Returns (loss, the examples' tokens, the tokens the model actually ran)."""
     import torch
 
-    batches = [collate([train[i] for i in indices], pad_id) for indices in group]
-    denominator = sum(
-        float(((b["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1) * b["weights"]).sum())
-        for b in batches
-    )
-    total, tokens = 0.0, 0
+    total, tokens, computed = 0.0, 0, 0
+    if args.packing == "none":
+        batches = [collate([train[i] for i in indices], pad_id) for indices in group]
+        denominator = sum(
+            float(((b["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1) * b["weights"]).sum())
+            for b in batches
+        )
+    else:
+        share = args.packing == "shared_prefix"
+        row_tokens = max(PACK_ROW_TOKENS, args.max_length)
+        batches = [
+            pack([train[i] for i in indices], pad_id, share_prefix=share, row_tokens=row_tokens)
+            for indices in group
+        ]
+        denominator = sum(float(b["weights"].sum()) for b in batches)
     for batch in batches:
-        sums, _counts = token_losses(model, batch, device)
-        loss = (sums * batch["weights"].to(device)).sum() / max(denominator, 1.0)
+        if args.packing == "none":
+            sums, _counts = token_losses(model, batch, device)
+            loss = (sums * batch["weights"].to(device)).sum() / max(denominator, 1.0)
+            batch_tokens = int(batch["attention_mask"].sum())
+            computed += batch_tokens
+        else:
+            losses = packed_token_losses(model, batch, device)
+            loss = (losses * batch["weights"].to(device)).sum() / max(denominator, 1.0)
+            batch_tokens = batch["example_tokens"]
+            computed += batch["processed_tokens"]
         if not torch.isfinite(loss):
             raise TrainingFailed(f"loss is {float(loss.detach())} at step {step + 1}")
         loss.backward()
         total += float(loss.detach())
-        tokens += int(batch["attention_mask"].sum())
+        tokens += batch_tokens
     norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
     if not torch.isfinite(norm):
         raise TrainingFailed(f"gradient norm is {float(norm)} at step {step + 1}")
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return total, tokens
+    return total, tokens, computed
 
 
 def main() -> None:

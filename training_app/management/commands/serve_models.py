@@ -13,11 +13,17 @@ class Command(BaseCommand):
         default = urlparse(settings.SIGNOFF_GOVERNANCE["SERVING_URL"])
         parser.add_argument("--host", default=default.hostname or "127.0.0.1")
         parser.add_argument("--port", type=int, default=default.port or 8765)
+        parser.add_argument(
+            "--merged",
+            action="store_true",
+            help="Fold each version's adapter into its own copy of the base (faster answers, "
+            "more memory); default from SIGNOFF_SERVING_MERGED=1.",
+        )
 
     def handle(self, *args, host: str, port: int, **options):
         from training_app.serving.server import make_server
 
-        server = make_server(host, port)
+        server = make_server(host, port, merge_adapters=options["merged"] or None)
         self.stdout.write(f"model server on http://{host}:{port}/ (POST /generate, GET /health)")
         try:
             server.serve_forever()
