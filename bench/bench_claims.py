@@ -159,16 +159,27 @@ def run_round(queue_id: int, users: list[int], claims: int) -> dict:
     }
 
 
-def duplicate_claims(queue_id: int) -> int:
+def duplicate_claims(queue_id: int) -> tuple[int, int]:
+    """(items two reviewers held at once, items claimed again after a lease expired unused).
+    Only the first is a duplicate claim; the second happens when a reviewer walks away (or a
+    benchmark process was killed) and the item is rightly handed to someone else."""
     from django.db import connection
 
     with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(DISTINCT a.output_id) FROM reviews_lease a JOIN reviews_lease b "
+            "ON a.output_id = b.output_id AND a.id <> b.id AND a.claimed_at <= b.claimed_at "
+            "AND b.claimed_at < COALESCE(a.ended_at, a.expires_at) "
+            "WHERE a.queue_id = %s AND a.is_gold = %s AND b.is_gold = %s",
+            [queue_id, False, False],
+        )
+        overlapping = cursor.fetchone()[0]
         cursor.execute(
             "SELECT COUNT(*) FROM (SELECT output_id FROM reviews_lease WHERE queue_id = %s "
             "AND is_gold = %s GROUP BY output_id HAVING COUNT(*) > 1) d",
             [queue_id, False],
         )
-        return cursor.fetchone()[0]
+        return overlapping, cursor.fetchone()[0] - overlapping
 
 
 def claim_plan(queue_id: int, user_id: int) -> str:
@@ -245,7 +256,7 @@ def main() -> None:
     for size in sizes:
         pending_now = Output.objects.filter(queue=queue, status="pending").count()
         if size > pending_now:
-            fill(queue.pk, size - pending_now, finished=False, prefix=f"p{size}")
+            fill(queue.pk, size - pending_now, finished=False, prefix=f"p{size}-{int(time.time())}")
         loaded = size
         print(
             f"\n== {args.db}: {size:,} pending beside {finished:,} finished, "
@@ -266,11 +277,12 @@ def main() -> None:
             f"; other errors: {len(result['other_errors'])}"
         )
 
-    duplicates = duplicate_claims(queue.pk)
+    duplicates, reclaimed = duplicate_claims(queue.pk)
     plan = claim_plan(queue.pk, users[0])
     largest = rounds[-1]["claim"]
     targets = TARGETS[args.db]
-    print(f"\nduplicate claims (from the database): {duplicates}")
+    print(f"\nduplicate claims (two live leases on one item, from the database): {duplicates}")
+    print(f"items claimed again after an abandoned lease expired: {reclaimed}")
     print(f"claim plan at {loaded:,} pending:\n{plan}")
     print("\ntargets at the largest size:")
     for key, target in targets.items():
@@ -293,6 +305,7 @@ def main() -> None:
             "finished_rows": finished,
             "rounds": rounds,
             "duplicate_claims": duplicates,
+            "reclaimed_after_expiry": reclaimed,
             "plan": plan,
             "targets": targets,
             "headline": headlines,

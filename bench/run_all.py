@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from plot import plot_result
+from plot import derived, plot_result
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -107,7 +107,8 @@ def headline_rows(result_path: Path) -> list[dict]:
     import json
 
     result = json.loads(result_path.read_text())
-    return [dict(benchmark=result["benchmark"], **row) for row in result.get("headline", [])]
+    rows = result.get("headline") or derived(result)[0]
+    return [dict(benchmark=result["benchmark"], **row) for row in rows]
 
 
 def fmt(value) -> str:

@@ -977,7 +977,8 @@ def run_pipeline(
 
 def manifest_hash(settings: BuildSettings, items: list[pipeline.Item]) -> str:
     """SHA-256 over the canonical content: the settings, then one line per example (split,
-    content hash, weight, label) in (split, content hash) order. No ids, no times, so the same
+    content hash, weight, label) in that order (the weight and label break ties between
+    same-content examples when dedup is off). No ids, no times, so the same
     data gives the same hash on SQLite and PostgreSQL and on every run."""
     head = {"format": MANIFEST_FORMAT, "settings": settings.manifest_json()}
     lines = [pipeline.canonical_json(head)]
@@ -992,7 +993,11 @@ def manifest_hash(settings: BuildSettings, items: list[pipeline.Item]) -> str:
         return out
 
     hex_digits = set("0123456789abcdef")
-    for item in sorted(items, key=lambda it: (it.split, it.content_hash, it.label)):
+
+    def order(it: pipeline.Item) -> tuple:
+        return (it.split, it.content_hash, round(float(it.weight), 6), it.label)
+
+    for item in sorted(items, key=order):
         weight = round(float(item.weight), 6)
         digest = item.content_hash
         if math.isfinite(weight) and len(digest) == 64 and set(digest) <= hex_digits:
@@ -1370,16 +1375,14 @@ def dataset_version_build(
       eval_fraction (0.1), stratify ("" | "label" | "source" | "queue").
 
     Returns the version with status "ready", its examples split train/eval, counts, settings
-    and manifest_hash; the outputs it uses are locked. On failure nothing at all is written
-    (the caller's request is refused as a whole) and the error is raised. For large builds
-    use dataset_version_enqueue (the `datasets` Dramatiq queue), whose failures are recorded
-    on the version.
+    and manifest_hash; the outputs it uses are locked. On failure the version is marked
+    "failed" with the error, nothing else is written, and the error is raised.
+    For large builds use dataset_version_enqueue (the `datasets` Dramatiq queue).
     """
-    with transaction.atomic():
-        version = dataset_version_create(user=user, name=name, parent=parent, **options)
-        built = dataset_version_run(version_id=version.pk, progress=progress, timings=timings)
-        assert built is not None  # we created it, so we hold the claim
-        return built
+    version = dataset_version_create(user=user, name=name, parent=parent, **options)
+    built = dataset_version_run(version_id=version.pk, progress=progress, timings=timings)
+    assert built is not None  # we created it, so we hold the claim
+    return built
 
 
 def dataset_version_enqueue(
@@ -1426,5 +1429,8 @@ def dataset_version_start(
     if run == "auto":
         run = "inline" if candidate_count(**options) <= INLINE_LIMIT else "background"
     if run == "inline":
-        return dataset_version_build(user=user, name=name, parent=parent, **options), True
+        # A request answered inline is refused as a whole: no failed version of it stays
+        # behind. Inline builds are small, so the audit head is not held for long.
+        with transaction.atomic():
+            return dataset_version_build(user=user, name=name, parent=parent, **options), True
     return dataset_version_enqueue(user=user, name=name, parent=parent, **options), False

@@ -4,6 +4,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_safe
 
 from config.errors import ApplicationError
 
@@ -23,6 +24,7 @@ def _require(request: HttpRequest, *, build: bool = False) -> None:
 
 
 @login_required
+@require_safe
 def version_list(request: HttpRequest) -> HttpResponse:
     _require(request)
     versions = list(selectors.dataset_versions_list()[:100])
@@ -48,6 +50,7 @@ def version_list(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@require_safe
 def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     _require(request)
     try:

@@ -10,7 +10,7 @@ from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import content_disposition_header
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from config.errors import ApplicationError
 from datasets_app.models import DatasetVersionExample, Example
@@ -59,6 +59,7 @@ def _refuse_or_message(request, exc: ApplicationError) -> None:
 
 
 @login_required
+@require_safe
 def governance(request, version_id):
     """A version's sign-off requests, and the form to put it forward."""
     _viewer(request)
@@ -111,6 +112,7 @@ def _samples_with_diff(evaluation) -> list[dict]:
 
 
 @login_required
+@require_safe
 def signoff_detail(request, pk):
     """The approver's page: the evaluation report first, then the decision form."""
     _viewer(request)
@@ -183,6 +185,7 @@ def signoff_decision(request, pk):
 
 
 @login_required
+@require_safe
 def channel_list(request):
     _viewer(request)
     channels = Channel.objects.select_related("live_version")
@@ -190,6 +193,7 @@ def channel_list(request):
 
 
 @login_required
+@require_safe
 def channel_detail(request, name):
     _viewer(request)
     channel = get_object_or_404(
@@ -285,6 +289,7 @@ def version_retire(request, version_id):
 
 
 @login_required
+@require_safe
 def compliance(request, version_id):
     _viewer(request)
     version = _version(version_id)
@@ -298,6 +303,7 @@ def compliance(request, version_id):
 
 
 @login_required
+@require_safe
 def compliance_download(request, version_id):
     _viewer(request)
     version = _version(version_id)
@@ -309,6 +315,7 @@ def compliance_download(request, version_id):
 
 
 @login_required
+@require_safe
 def lineage(request, version_id):
     """From a version to its dataset, examples, their outputs, reviews and reviewers."""
     _viewer(request)
@@ -323,6 +330,7 @@ def lineage(request, version_id):
 
 
 @login_required
+@require_safe
 def example_lineage_view(request, example_id):
     """An example back to its original output and reviews, and on to every version using it."""
     _viewer(request)
@@ -335,6 +343,7 @@ def example_lineage_view(request, example_id):
 
 
 @login_required
+@require_safe
 def audit_log(request):
     """The audit log for auditors and admins, with the API's filters and a JSONL export."""
     if not has_role(request.user, Role.AUDITOR, Role.ADMIN):

@@ -10,7 +10,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from config.errors import ApplicationError
 
@@ -114,6 +114,7 @@ def _bucket(request) -> str:
 
 
 @login_required
+@require_safe
 def overview(request):
     _viewer(request)
     bucket = _bucket(request)
@@ -133,6 +134,7 @@ def overview(request):
 
 
 @login_required
+@require_safe
 def version_monitoring(request, version_id):
     _viewer(request)
     try:

@@ -6,7 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from config.errors import ApplicationError
 from reviews.models import Output
@@ -39,6 +39,7 @@ def _viewer(request):
 
 
 @login_required
+@require_safe
 def index(request):
     _viewer(request)
     return render(
@@ -102,12 +103,14 @@ def _run_context(request, run_id):
 
 
 @login_required
+@require_safe
 def run_detail(request, run_id):
     _viewer(request)
     return render(request, "training_app/run.html", _run_context(request, run_id))
 
 
 @login_required
+@require_safe
 def run_progress(request, run_id):
     """The live part of the run page, polled every two seconds while the run is active."""
     _viewer(request)
@@ -130,12 +133,14 @@ def run_cancel(request, run_id):
 
 
 @login_required
+@require_safe
 def version_list(request):
     _viewer(request)
     return render(request, "training_app/versions.html", {"versions": model_versions_list()})
 
 
 @login_required
+@require_safe
 def version_detail(request, version_id):
     """The comparison page: the version's latest evaluation against its reference, plotted."""
     _viewer(request)
@@ -189,6 +194,7 @@ def channel_try(request, name):
 
 
 @login_required
+@require_safe
 def channel_answer(request, name, output_id):
     """One answer given through the channel, and where review stands with it."""
     _viewer(request)

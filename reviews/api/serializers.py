@@ -298,3 +298,5 @@ class AuditVerifySerializer(serializers.Serializer):
     events = serializers.IntegerField(allow_null=True)
     broken_at = serializers.IntegerField(allow_null=True)
     detail = serializers.CharField()
+    head_seq = serializers.IntegerField(required=False)
+    head_hash = serializers.CharField(required=False)

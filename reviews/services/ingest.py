@@ -23,6 +23,7 @@ from ..errors import IngestInvalid
 from ..models import Output, OutputTag, Queue
 from .audit import audit_append
 from .routing import RouteDecision, Router
+from .text import unstorable
 
 CHAT_ROLES = {"system", "user", "assistant", "tool"}
 MESSAGE_KEYS = {"role", "content"}
@@ -112,10 +113,15 @@ def _fail(index: int | None, field: str, message: str) -> IngestInvalid:
     return IngestInvalid(f"{where}{field}: {message}", field=path)
 
 
+def _storable(value: str) -> bool:
+    """No NUL and no lone surrogate (neither database stores them); ASCII is the cheap case."""
+    return "\x00" not in value and (value.isascii() or unstorable(value) is None)
+
+
 def _text(raw: dict, key: str, index: int | None, required: bool, max_len: int) -> str:
     value = raw.get(key)
     # The common case first: a non-empty plain string within bounds.
-    if type(value) is str and value and len(value) <= max_len and "\x00" not in value:
+    if type(value) is str and value and len(value) <= max_len and _storable(value):
         return value
     if value is None or value == "":
         if required:
@@ -125,8 +131,9 @@ def _text(raw: dict, key: str, index: int | None, required: bool, max_len: int) 
         raise _fail(index, key, "must be a string")
     if len(value) > max_len:
         raise _fail(index, key, f"longer than {max_len} characters")
-    if "\x00" in value:
-        raise _fail(index, key, "contains a NUL character")
+    problem = unstorable(value)
+    if problem:
+        raise _fail(index, key, problem)
     return str(value)
 
 
@@ -138,8 +145,8 @@ def _prompt(raw: dict, index: int | None, limits: dict[str, Any]) -> str | list[
     if isinstance(prompt, str):
         if len(prompt) > max_text:
             raise _fail(index, "input", f"longer than {max_text} characters")
-        if "\x00" in prompt:
-            raise _fail(index, "input", "contains a NUL character")
+        if not _storable(prompt):
+            raise _fail(index, "input", unstorable(prompt) or "")
         return str(prompt)
     if not isinstance(prompt, list):
         raise _fail(index, "input", "must be a string or a list of chat messages")
@@ -151,8 +158,9 @@ def _prompt(raw: dict, index: int | None, limits: dict[str, Any]) -> str | list[
         if type(message) is dict and message.keys() == MESSAGE_KEYS:
             role, content = message["role"], message["content"]
             if isinstance(role, str) and role in CHAT_ROLES and isinstance(content, str):
-                if "\x00" in content:
-                    raise _fail(index, f"input[{position}].content", "contains a NUL character")
+                if not _storable(content):
+                    problem = unstorable(content) or ""
+                    raise _fail(index, f"input[{position}].content", problem)
                 total += len(content)
                 messages.append({"role": role, "content": content})
                 continue
@@ -201,6 +209,10 @@ def _metadata(raw: dict, index: int | None, limits: dict[str, Any]) -> tuple[dic
         raise _fail(index, "metadata", f"larger than {limit} bytes")
     if "\\u0000" in encoded:
         raise _fail(index, "metadata", "contains a NUL character")
+    try:
+        json.dumps(metadata, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _fail(index, "metadata", "contains a lone surrogate (not valid Unicode)") from None
     return metadata, encoded
 
 
@@ -221,7 +233,7 @@ def _tags(raw: dict, index: int | None, limits: dict[str, Any]) -> list[str]:
     for tag in tags:
         tag = tag.strip()
         if tag and tag not in clean:  # at most MAX_TAGS: a list beats a set here
-            if len(tag) > MAX_TAG_CHARS or "\x00" in tag:
+            if len(tag) > MAX_TAG_CHARS or not _storable(tag):
                 raise _fail(
                     index, "tags", f"tag {tag[:20]!r} is longer than 64 characters or invalid"
                 )
@@ -258,7 +270,9 @@ def validate_output(
     if confidence is not None:
         if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
             raise _fail(index, "confidence", "must be a number between 0 and 1")
-        if not math.isfinite(confidence) or not 0 <= confidence <= 1:
+        # An int may be beyond a float's range (math.isfinite would overflow): compare it as is.
+        finite = isinstance(confidence, int) or math.isfinite(confidence)
+        if not finite or not 0 <= confidence <= 1:
             raise _fail(index, "confidence", "must be between 0 and 1")
         confidence = float(confidence)
     clean["confidence"] = confidence

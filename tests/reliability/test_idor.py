@@ -617,7 +617,7 @@ READ_PAGES = {
 def test_the_auditor_is_refused_every_unsafe_method_and_writes_nothing(world):
     """API: 401/403/405. Pages the auditor may not post to: 403/405; the undo page, open to
     anyone signed in, redirects with "Could not undo" (its service refuses someone else's
-    review). Read pages are the xfail below. Nothing anywhere writes a row or answers 5xx."""
+    review). Read pages are the test below. Nothing anywhere writes a row or answers 5xx."""
     failures = []
     before = snapshot()  # once around the whole sweep: a snapshot per request costs 40 s
     for method, url, name, response in unsafe_requests(world, "auditor"):
@@ -636,13 +636,6 @@ def test_the_auditor_is_refused_every_unsafe_method_and_writes_nothing(world):
     assert changed(before, snapshot()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="training_app's page views (views.py and its governance/monitoring pages) and "
-    "datasets_app/views.py: read pages answer POST/PUT/PATCH/DELETE with 200 (they render "
-    "the page) instead of 405; nothing is written (the test above), but they should be "
-    "@require_safe like reviews' pages",
-)
 def test_read_only_pages_answer_unsafe_methods_with_405(world):
     failures = []
     for method, url, _name, response in unsafe_requests(world, "auditor", only=READ_PAGES):

@@ -291,7 +291,11 @@ class TestAuditApi:
         listing = client.get("/api/audit/")
         assert listing.status_code == 200 and listing.data["count"] == 1
         assert listing.data["results"][0]["hash"]
-        assert client.get("/api/audit/verify/").data["ok"] is True
+        verified = client.get("/api/audit/verify/").data
+        assert verified["ok"] is True
+        # The head to copy elsewhere is the last event's position and hash.
+        assert verified["head_seq"] == 1
+        assert verified["head_hash"] == listing.data["results"][0]["hash"]
 
     @pytest.mark.parametrize("role", ["reviewer", "lead", "ml_engineer", "approver", "deployer"])
     def test_others_cannot_read_it(self, api, personas, role):
