@@ -23,12 +23,10 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from django_dramatiq.middleware import DbConnectionsMiddleware
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import CurrentMessage
 
 from config.dramatiq import WORKERS, EmbeddedRedis
 from reviews.models import AuditEvent
+from tests.brokers import training_actors_on
 from tests.training_app.conftest import (  # noqa: F401  (fixtures)
     make_dataset_version,
     tiny_base_model,
@@ -38,7 +36,6 @@ from tests.training_app.conftest import (  # noqa: F401  (fixtures)
 from training_app.models import Evaluation, ModelVersion, TrainingRun
 from training_app.services import training_run_create, training_runs_sweep
 from training_app.services.evaluations import evaluations_sweep
-from training_app.tasks import evaluate_model_version, train_model_version
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAINING_WORKER = next(spec for spec in WORKERS if spec.name == "training")
@@ -175,20 +172,8 @@ def redis(tmp_path):
 @pytest.fixture
 def test_broker(redis):
     """This process's actors (the API's sends, the sweep's re-sends) bound to the real Redis."""
-    broker = RedisBroker(url=redis.url)
-    broker.add_middleware(CurrentMessage())
-    broker.add_middleware(DbConnectionsMiddleware())
-    actors = (train_model_version, evaluate_model_version)
-    previous = [actor.broker for actor in actors]
-    for actor in actors:
-        actor.broker = broker
-        broker.declare_actor(actor)
-    try:
+    with training_actors_on(redis.url) as broker:
         yield broker
-    finally:
-        for actor, old in zip(actors, previous, strict=True):
-            actor.broker = old
-        broker.close()
 
 
 @pytest.fixture

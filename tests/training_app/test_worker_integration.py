@@ -5,14 +5,11 @@ import time
 
 import dramatiq
 import pytest
-from django_dramatiq.middleware import DbConnectionsMiddleware
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import CurrentMessage
 
 from config.dramatiq import TRAINING_QUEUE, EmbeddedRedis
+from tests.brokers import training_actors_on
 from training_app.models import Evaluation, TrainingRun
 from training_app.services import base_model_register, training_run_create
-from training_app.tasks import evaluate_model_version, train_model_version
 from training_app.training.base_model import prepare_from_gguf
 
 from .conftest import REAL_MODEL
@@ -21,21 +18,8 @@ from .conftest import REAL_MODEL
 @pytest.fixture
 def redis_broker(tmp_path):
     """Actors re-bound to a Redis broker for the test, then given back to the stub broker."""
-    with EmbeddedRedis(tmp_path / "redis") as redis:
-        broker = RedisBroker(url=redis.url)
-        broker.add_middleware(CurrentMessage())
-        broker.add_middleware(DbConnectionsMiddleware())
-        actors = (train_model_version, evaluate_model_version)
-        previous = [actor.broker for actor in actors]
-        for actor in actors:
-            actor.broker = broker
-            broker.declare_actor(actor)
-        try:
-            yield broker
-        finally:
-            for actor, old in zip(actors, previous, strict=True):
-                actor.broker = old
-            broker.close()
+    with EmbeddedRedis(tmp_path / "redis") as redis, training_actors_on(redis.url) as broker:
+        yield broker
 
 
 @pytest.mark.django_db(transaction=True)
