@@ -66,9 +66,20 @@ BENCHMARKS: list[tuple[str, list[str], list[str], bool]] = [
         ["bench_workbench.py", "--db", "sqlite", "--quick"],
         False,
     ),
-    ("training", ["bench_training.py"], ["bench_training.py", "--quick"], False),
+    # 40 steps a side, once: the full comparison within the hour on 2 CPU cores.
+    (
+        "training",
+        ["bench_training.py", "--steps", "40", "--repeats", "1"],
+        ["bench_training.py", "--quick"],
+        False,
+    ),
     ("orchestration", ["bench_orchestration.py"], ["bench_orchestration.py", "--quick"], False),
-    ("generate", ["bench_generate.py"], ["bench_generate.py", "--quick"], False),
+    (
+        "generate",
+        ["bench_generate.py", "--repeats", "1"],
+        ["bench_generate.py", "--quick"],
+        False,
+    ),
 ]
 
 
