@@ -212,18 +212,22 @@ def test_builds_are_audited_and_the_chain_holds(resolved, engineer):
     assert audit_verify() >= 2
 
 
-def test_a_source_change_during_the_build_fails_it_and_writes_nothing(
-    resolved, engineer, monkeypatch
-):
+@pytest.fixture
+def review_undone_mid_build(resolved, monkeypatch):
+    """A review is undone while the pipeline runs (outside any transaction)."""
     outputs = crafted(resolved)
     real = services.run_pipeline
 
     def undo_during_pipeline(items, settings, **kw):
-        # A review is undone while the pipeline runs (outside any transaction).
         Output.objects.filter(pk=outputs[-1].pk).update(status="pending", resolution="")
         return real(items, settings, **kw)
 
     monkeypatch.setattr(services, "run_pipeline", undo_during_pipeline)
+
+
+def test_a_source_change_during_the_build_fails_it_and_writes_nothing(
+    review_undone_mid_build, engineer
+):
     with pytest.raises(SourceChanged):
         services.dataset_version_build(user=engineer, name="support", seed=5)
     version = DatasetVersion.objects.get()
@@ -233,15 +237,7 @@ def test_a_source_change_during_the_build_fails_it_and_writes_nothing(
     assert AuditEvent.objects.filter(action="dataset_version.failed").count() == 1
 
 
-def test_an_inline_build_through_start_that_fails_writes_nothing(resolved, engineer, monkeypatch):
-    outputs = crafted(resolved)
-    real = services.run_pipeline
-
-    def undo_during_pipeline(items, settings, **kw):
-        Output.objects.filter(pk=outputs[-1].pk).update(status="pending", resolution="")
-        return real(items, settings, **kw)
-
-    monkeypatch.setattr(services, "run_pipeline", undo_during_pipeline)
+def test_an_inline_build_through_start_that_fails_writes_nothing(review_undone_mid_build, engineer):
     with pytest.raises(SourceChanged):
         services.dataset_version_start(user=engineer, name="support", run="inline", seed=5)
     # The request is refused as a whole: no version, no members, no locks, no audit events.
