@@ -146,7 +146,14 @@ class DatasetVersionExample(models.Model):
     example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="memberships")
     split = models.CharField(max_length=8, choices=Split.choices)
     position = models.PositiveIntegerField(help_text="Order within the split.")
-    messages = models.JSONField(help_text="Processed chat messages; the last is the target.")
+    # Null when the pipeline left the example's own messages as they were (most examples): the
+    # example's messages can no longer change once a version uses it, so the version need not
+    # store a second copy. Read them through `processed_messages` or `selectors`.
+    messages = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Processed chat messages (null: the example's own); the last is the target.",
+    )
     rejected_text = models.TextField(
         blank=True, help_text="Processed original output, for corrected examples (DPO)."
     )
@@ -168,3 +175,8 @@ class DatasetVersionExample(models.Model):
 
     def __str__(self) -> str:
         return f"{self.version_id}:{self.split}:{self.position}"
+
+    @property
+    def processed_messages(self) -> list[dict[str, str]]:
+        """The messages this version trains on."""
+        return self.example.messages if self.messages is None else self.messages

@@ -43,6 +43,7 @@ class Item:
     content_hash: str = ""
     split: str = ""
     input_key: str = ""  # the loose input exact dedup compared; near dedup groups by it
+    edited: bool = False  # a step changed the messages (else they are the example's own)
 
     @property
     def prompt_text(self) -> str:
@@ -187,6 +188,8 @@ def step_normalise(items: list[Item]) -> tuple[list[Item], StepReport]:
         why: set[str] = set()
         for message in item.messages:
             message["content"], reasons = normalise_text(message["content"])
+            if reasons:
+                item.edited = True
             why |= reasons
         if item.rejected_text:
             item.rejected_text, reasons = normalise_text(item.rejected_text)
@@ -214,9 +217,12 @@ _NUMBER_RE = re.compile("|".join([_CARD, _PHONE]))
 _IBAN_HINT = re.compile(r"[A-Z]{2}\d{2}")
 _NUMBER_RUN = re.compile(r"[+(]?\d[\d ().+-]*\d")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-# Seven digits with only number-run separators between them: a run of _NUMBER_RUN with 7+
-# digits, the least the card and phone checks examine.
-_SEVEN_DIGIT_RUN = re.compile(r"\d(?:[ ().+-]*\d){6}")
+# What a card or phone number needs at the least (see `_may_hold_pii`): a "+" or "(" before a
+# digit, a group of 10+ digits, 13 digits, or three digit groups, with only number-run
+# separators between the digits. Starts only at a group's first digit, possessive: linear.
+_NUMBER_HINT = re.compile(
+    r"[+(]\d|\d(?<!\d\d)(?:\d{9}|(?:[ ().+-]*+\d){12}|\d*+[ ().+-]++\d++[ ().+-]++\d)"
+)
 PII_TYPE_RE = re.compile(r"^[A-Z][A-Z0-9_]{0,31}$")
 BUILTIN_PII_TYPES = ("EMAIL", "IBAN", "CARD", "PHONE")
 
@@ -278,20 +284,86 @@ def _phone_ok(text: str) -> bool:
 
 
 def _may_hold_pii(text: str) -> bool:
-    """False only for text the built-in patterns leave unchanged: no @ (e-mail), no IBAN hint
-    and no run of 7+ digits. Counting ASCII digits with bytes.translate rules most texts out
-    before any regex runs."""
-    if "@" in text:
-        return True
-    if text.isascii():
-        raw = text.encode("ascii")
-        digits = len(raw) - len(raw.translate(None, b"0123456789"))
-        if digits < 2:  # the IBAN hint needs two, a number run seven
-            return False
-        if digits >= 7 and _SEVEN_DIGIT_RUN.search(text):
-            return True
-        return _IBAN_HINT.search(text) is not None
-    return bool(_SEVEN_DIGIT_RUN.search(text) or _IBAN_HINT.search(text))
+    """False only for text the built-in patterns leave unchanged.
+
+    An e-mail needs an "@"; an IBAN, the IBAN hint (the scrubber looks for IBANs only there).
+    A card or phone is a match M of the number patterns inside a run of digits and separators
+    " ().+-", and M's digit groups are whole groups of that run (the patterns' look-arounds
+    forbid a digit on either side). A card needs 13+ digits in M. A phone needs 7-15 digits and
+    one of: M starts with "+" or holds "(", each of which the patterns only allow right before
+    a digit; three or more groups; a single group of 10+ digits. So text without "@", the IBAN
+    hint and `_NUMBER_HINT` holds nothing the scrubber replaces: two-group references
+    ("12-34567"), years and amounts are ruled out here, not scrubbed one by one."""
+    return "@" in text or bool(_IBAN_HINT.search(text) or _NUMBER_HINT.search(text))
+
+
+_DIGIT, _SEPARATOR, _OPENER, _UPPER, _FLAG = 1, 2, 4, 8, 16
+
+
+def _byte_classes() -> np.ndarray:
+    table = np.zeros(256, dtype=np.uint8)
+    table[ord("0") : ord("9") + 1] = _DIGIT
+    for char in " ().+-":
+        table[ord(char)] = _SEPARATOR
+    table[ord("+")] |= _OPENER
+    table[ord("(")] |= _OPENER
+    table[ord("A") : ord("Z") + 1] = _UPPER
+    table[ord("@")] = _FLAG
+    table[128:] = _FLAG  # non-ASCII: checked with _may_hold_pii itself
+    return table
+
+
+_BYTE_CLASS = _byte_classes()
+TEXT_SEPARATOR = "\x00"  # in no text: ingest refuses NUL, normalise strips it
+
+
+def texts_may_hold_pii(texts: list[str]) -> np.ndarray:
+    """`_may_hold_pii` of every text, as a boolean array: the same answers at a fraction of the
+    cost. The texts are joined into one byte string and the same conditions are read off it
+    with numpy, so that no Python code runs per text except for the few that pass. Texts with
+    non-ASCII characters (whose digits may be other scripts' digits) are checked with
+    `_may_hold_pii` itself, and so is everything if a text holds the separator."""
+    count = len(texts)
+    corpus = TEXT_SEPARATOR.join(texts)
+    if corpus.count(TEXT_SEPARATOR) != max(count - 1, 0):
+        return np.fromiter(map(_may_hold_pii, texts), dtype=bool, count=count)
+    raw = np.frombuffer(corpus.encode("utf-8"), dtype=np.uint8)
+    ends = np.flatnonzero(raw == 0)  # byte offset at which each text but the last ends
+    classes = _BYTE_CLASS[raw]
+    del raw
+    hit = np.zeros(count, dtype=bool)
+
+    def mark(positions: np.ndarray) -> None:
+        hit[np.searchsorted(ends, positions)] = True
+
+    mark(np.flatnonzero(classes & _FLAG))
+    digit = (classes & _DIGIT).astype(bool)
+    mark(np.flatnonzero((classes[:-1] & _OPENER).astype(bool) & digit[1:]))
+    upper = (classes & _UPPER).astype(bool)
+    mark(np.flatnonzero(upper[:-3] & upper[1:-2] & digit[2:-1] & digit[3:]))
+    del upper
+    # Digit runs: digits joined by gaps of separators only. Such a gap's two digits are as far
+    # apart among the run characters (digits and separators) as they are in the text.
+    run_chars = np.flatnonzero(classes & (_DIGIT | _SEPARATOR))
+    del classes
+    rank = np.flatnonzero(digit[run_chars])
+    at = run_chars[rank]
+    del run_chars, digit
+    if len(at):
+        step = np.diff(at)
+        starts_run = np.r_[True, np.diff(rank) != step]
+        starts_group = np.r_[True, step != 1]
+        run = np.cumsum(starts_run) - 1
+        digits_in_run = np.bincount(run)
+        groups_in_run = np.bincount(run[starts_group])
+        flagged_runs = (digits_in_run >= 13) | (groups_in_run >= 3)
+        mark(at[starts_run][flagged_runs])
+        group_sizes = np.bincount(np.cumsum(starts_group) - 1)
+        mark(at[starts_group][group_sizes >= 10])
+    for index in np.flatnonzero(hit):
+        if not texts[index].isascii():
+            hit[index] = _may_hold_pii(texts[index])
+    return hit
 
 
 class PiiScrubber:
@@ -366,23 +438,36 @@ def step_pii(
     if mode == "off":
         return items, report, {}
     scrubber = PiiScrubber(patterns)
-    # Most texts hold no PII and are ruled out cheaply; configured patterns can match anything,
+    # Most texts hold no PII and are ruled out at once; configured patterns can match anything,
     # so with them every text is scrubbed.
-    may_hold: Callable[[str], bool] = (lambda text: True) if scrubber.extra else _may_hold_pii
+    texts = [text for item in items for text in item.texts()]
+    flags = (
+        np.ones(len(texts), dtype=bool) if scrubber.extra else texts_may_hold_pii(texts)
+    ).tolist()
+    del texts
     kept: list[Item] = []
+    at = 0
     for item in items:
+        width = len(item.messages) + (1 if item.rejected_text else 0)
+        if not any(flags[at : at + width]):
+            at += width
+            kept.append(item)
+            continue
         found: Counter = Counter()
         new_contents = []
         for message in item.messages:
             cleaned = message["content"]
-            if may_hold(cleaned):
+            if flags[at]:
                 cleaned, hits = scrubber.scrub(cleaned)
                 found.update(hits)
             new_contents.append(cleaned)
+            at += 1
         rejected = item.rejected_text
-        if rejected and may_hold(rejected):
-            rejected, hits = scrubber.scrub(rejected)
-            found.update(hits)
+        if rejected:
+            if flags[at]:
+                rejected, hits = scrubber.scrub(rejected)
+                found.update(hits)
+            at += 1
         if not found:
             kept.append(item)
             continue
@@ -391,7 +476,9 @@ def step_pii(
             report.reasons.update(f"contains {kind}" for kind in found)
             continue
         for message, cleaned in zip(item.messages, new_contents, strict=True):
-            message["content"] = cleaned
+            if cleaned != message["content"]:
+                message["content"] = cleaned
+                item.edited = True
         item.rejected_text = rejected
         report.changed += 1
         report.reasons.update(f"masked {kind}" for kind in found)

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import JSONField, QuerySet
+from django.db.models.functions import Coalesce
 
 from reviews.models import Role
 from reviews.roles import has_role
@@ -49,6 +50,14 @@ def _check_split(split: str) -> None:
         )
 
 
+def _with_messages(rows: QuerySet[DatasetVersionExample]) -> QuerySet[DatasetVersionExample]:
+    """Each member's processed messages as `train_messages`: its own copy where the pipeline
+    changed the example, else the example's (see DatasetVersionExample.messages)."""
+    return rows.annotate(
+        train_messages=Coalesce("messages", "example__messages", output_field=JSONField())
+    )
+
+
 def _by_position(rows: QuerySet[DatasetVersionExample], *fields: str) -> Iterator[tuple]:
     """Rows of one split in position order, read in keyset chunks: no server-side cursor stays
     open if the caller stops early (a streamed download cut off, a training loop that breaks),
@@ -81,8 +90,10 @@ def dataset_version_rows(*, version: DatasetVersion, split: str) -> Iterator[dic
     _check_split(split)
     if version.status != DatasetVersion.Status.READY:
         raise DatasetNotReady(f"Dataset version {version.pk} is {version.status}, not ready.")
-    rows = DatasetVersionExample.objects.filter(version_id=version.pk, split=split)
-    for example_id, messages, weight in _by_position(rows, "example_id", "messages", "weight"):
+    rows = _with_messages(DatasetVersionExample.objects.filter(version_id=version.pk, split=split))
+    for example_id, messages, weight in _by_position(
+        rows, "example_id", "train_messages", "weight"
+    ):
         yield {"example_id": example_id, "messages": messages, "weight": float(weight)}
 
 
@@ -171,7 +182,9 @@ def dataset_version_export_lines(
         rows = DatasetVersionExample.objects.filter(version_id=version.pk, split=one_split)
         if fmt == "dpo":
             rows = rows.filter(label="corrected").exclude(rejected_text="")
-        values = _by_position(rows, "example_id", "messages", "weight", "rejected_text")
+        values = _by_position(
+            _with_messages(rows), "example_id", "train_messages", "weight", "rejected_text"
+        )
         for example_id, messages, weight, rejected_text in values:
             record: dict[str, Any]
             if fmt == "chat":

@@ -29,8 +29,8 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, models, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Cast
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from reviews.models import Output, Review
 from reviews.services import audit_append
@@ -312,7 +312,7 @@ def insert_tuples(model: type[models.Model], names: list[str], rows: list[list[A
     A version of 100,000 examples must be written in seconds; the ORM's bulk_create spends
     most of that building model objects and adapting values one by one. `rows` hold values in
     the order of `names` (field names), JSON fields as Python values (dumped here), datetimes
-    aware. The lists are changed in place. Runs inside the caller's transaction.
+    aware, None as NULL. The lists are changed in place. Runs inside the caller's transaction.
     """
     if not rows:
         return
@@ -326,7 +326,8 @@ def insert_tuples(model: type[models.Model], names: list[str], rows: list[list[A
     dump = _JSON.encode
     for row in rows:
         for i in json_at:
-            row[i] = dump(row[i])
+            if row[i] is not None:  # None is SQL NULL, as the ORM stores it
+                row[i] = dump(row[i])
         for i in time_at:
             row[i] = adapt_time(row[i])
     table = connection.ops.quote_name(model._meta.db_table)
@@ -808,9 +809,6 @@ def _set_progress(version_id: int, run_token: str, step: str, done: int, total: 
 class Candidates:
     items: list[pipeline.Item]
     negatives: int
-    # example id -> (output id, label, resolved_at) as read: what the outputs must still say
-    # when the version is written.
-    sources: dict[int, tuple[int, str, datetime | None]]
 
 
 def _candidates(settings: BuildSettings) -> Candidates:
@@ -837,50 +835,45 @@ def _candidates(settings: BuildSettings) -> Candidates:
     negatives = examples.filter(kind=Example.Kind.NEGATIVE).count()
     query = (
         examples.filter(kind=Example.Kind.POSITIVE, label__in=settings.labels)
+        .annotate(messages_text=Cast("messages", models.TextField()))
+        .annotate(tags_text=Cast("tags", models.TextField()))
         .order_by("id")
         .values_list(
             "id",
-            "messages",
+            "messages_text",
             "label",
             "weight",
             "source",
             "queue_name",
-            "tags",
+            "tags_text",
             "original_text",
-            "output_id",
-            "resolved_at",
         )
         .query
     )
-    # A plain cursor and json.loads: the ORM's per-value converters cost more than the JSON
-    # decoding itself over 100,000 rows. Both backends hand JSON columns over as text here.
+    # A plain cursor, JSON as text and one json.loads per value: the ORM's and the driver's
+    # per-value converters cost more than the JSON decoding itself over 100,000 rows. Tags are
+    # decoded only where there are some.
     sql, params = query.get_compiler(connection=connection).as_sql()
     items: list[pipeline.Item] = []
-    sources: dict[int, tuple[int, str, datetime | None]] = {}
     loads = json.loads
+    item = pipeline.Item
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         while chunk := cursor.fetchmany(5000):
-            for eid, messages, label, weight, source, queue, tags, original, oid, at in chunk:
-                tags = loads(tags) if isinstance(tags, str) else tags
+            for eid, messages, label, weight, source, queue, tags, original in chunk:
                 items.append(
-                    pipeline.Item(
-                        example_id=eid,
-                        messages=loads(messages) if isinstance(messages, str) else messages,
-                        label=label,
-                        weight=weight,
-                        source=source,
-                        queue=queue,
-                        tags=list(tags or []),
-                        rejected_text=original if label == "corrected" else "",
+                    item(
+                        eid,
+                        loads(messages),
+                        label,
+                        weight,
+                        source,
+                        queue,
+                        [] if tags in ("[]", None) else list(loads(tags) or []),
+                        original if label == "corrected" else "",
                     )
                 )
-                if isinstance(at, str):  # SQLite: text (stored in UTC) ...
-                    at = parse_datetime(at)
-                if at is not None and timezone.is_naive(at):  # ... or a naive datetime
-                    at = at.replace(tzinfo=UTC)
-                sources[eid] = (oid, label, at)
-    return Candidates(items=items, negatives=negatives, sources=sources)
+    return Candidates(items=items, negatives=negatives)
 
 
 @dataclass
@@ -1012,49 +1005,55 @@ _DONE_STATUSES = (Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED)
 ID_CHUNK = 20000  # ids per statement where a backend takes no array parameter
 
 
-def _lock_outputs(*, output_ids: list[int], now: datetime) -> None:
-    """Set locked_at on the outputs not locked yet. The row locks this UPDATE takes (until
-    commit, on PostgreSQL) stop the review loop from undoing their reviews from here on."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"UPDATE {connection.ops.quote_name(Output._meta.db_table)} SET locked_at = %s "
-                "WHERE id = ANY(%s) AND locked_at IS NULL",
-                [now, output_ids],
-            )
-        return
-    for start in range(0, len(output_ids), ID_CHUNK):
-        chunk = output_ids[start : start + ID_CHUNK]
-        Output.objects.filter(pk__in=chunk, locked_at__isnull=True).update(locked_at=now)
+def _by_example_ids(sql: str, example_ids: list[int], params: list[Any]) -> list[tuple]:
+    """Run `sql`, whose `{ids}` stands for a condition on e.id, over the given example ids:
+    one statement with an array on PostgreSQL, chunks of IN lists elsewhere."""
+    rows: list[tuple] = []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(sql.format(ids="e.id = ANY(%s)"), [*params, example_ids])
+            return cursor.fetchall() if cursor.description else []
+        for start in range(0, len(example_ids), ID_CHUNK):
+            chunk = example_ids[start : start + ID_CHUNK]
+            marks = ", ".join(["%s"] * len(chunk))
+            cursor.execute(sql.format(ids=f"e.id IN ({marks})"), [*params, *chunk])
+            if cursor.description:
+                rows += cursor.fetchall()
+    return rows
 
 
-def _outputs_changed(*, expected: dict[int, tuple[str, datetime | None]]) -> list[int]:
-    """Outputs (of those given, with the label and resolution time their examples were made
-    from) that are no longer resolved that way: a review undone, or re-resolved, between
-    reading the examples and locking the outputs. Read after the lock, so nothing slips by."""
-    output_ids = list(expected)
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT id, status, resolution, resolved_at FROM "
-                f"{connection.ops.quote_name(Output._meta.db_table)} WHERE id = ANY(%s)",
-                [output_ids],
-            )
-            rows = cursor.fetchall()
-    else:
-        rows = []
-        for start in range(0, len(output_ids), ID_CHUNK):
-            chunk = output_ids[start : start + ID_CHUNK]
-            rows += Output.objects.filter(pk__in=chunk).values_list(
-                "id", "status", "resolution", "resolved_at"
-            )
-    changed = {
-        pk
-        for pk, status, resolution, resolved_at in rows
-        if status not in _DONE_STATUSES or (resolution, resolved_at) != expected[pk]
-    }
-    changed.update(set(output_ids) - {row[0] for row in rows})  # gone: cannot happen (PROTECT)
-    return sorted(changed)
+def _lock_outputs(*, example_ids: list[int], now: datetime) -> None:
+    """Set locked_at on the examples' outputs not locked yet. The row locks this UPDATE takes
+    (until commit, on PostgreSQL) stop the review loop from undoing their reviews from here on.
+    The outputs are reached through the example ids read for the build rather than through the
+    rows just written: no statistics exist for those yet, and the planner's guess made such
+    joins nested loops over 100,000 rows."""
+    quote = connection.ops.quote_name
+    _by_example_ids(
+        f"UPDATE {quote(Output._meta.db_table)} AS o SET locked_at = %s "
+        f"FROM {quote(Example._meta.db_table)} AS e "
+        "WHERE {ids} AND o.id = e.output_id AND o.locked_at IS NULL",
+        example_ids,
+        [now],
+    )
+
+
+def _outputs_changed(*, example_ids: list[int]) -> list[int]:
+    """Outputs of these examples that are no longer resolved the way their example was made
+    from (a review undone, or re-resolved, between reading the examples and locking the
+    outputs): compared in the database, read after the lock, so nothing slips by."""
+    quote = connection.ops.quote_name
+    done = ", ".join(f"'{status}'" for status in _DONE_STATUSES)
+    rows = _by_example_ids(
+        f"SELECT o.id FROM {quote(Example._meta.db_table)} AS e "
+        f"JOIN {quote(Output._meta.db_table)} AS o ON o.id = e.output_id "
+        "WHERE {ids} AND NOT ("
+        f"o.status IN ({done}) AND o.resolution = e.label AND (o.resolved_at = e.resolved_at "
+        "OR (o.resolved_at IS NULL AND e.resolved_at IS NULL)))",
+        example_ids,
+        [],
+    )
+    return sorted(row[0] for row in rows)
 
 
 _MEMBER_COLUMNS = [
@@ -1076,7 +1075,6 @@ def _dataset_version_finish(
     version: DatasetVersion,
     run_token: str,
     items: list[pipeline.Item],
-    sources: dict[int, tuple[int, str, datetime | None]],
     counts: dict[str, Any],
     digest: str,
 ) -> DatasetVersion:
@@ -1095,7 +1093,7 @@ def _dataset_version_finish(
                 item.example_id,
                 split,
                 position,
-                item.messages,
+                item.messages if item.edited else None,
                 item.rejected_text,
                 item.weight,
                 item.label,
@@ -1106,17 +1104,12 @@ def _dataset_version_finish(
     insert_tuples(DatasetVersionExample, _MEMBER_COLUMNS, rows)
     del rows
     now = timezone.now()
-    # The outputs are named by id (read with the examples) rather than joined through the rows
-    # just written: no statistics exist for those yet, and the planner's guess made the joins
-    # nested loops over 100,000 rows. An example's output, label and resolution time never
-    # change (a re-resolved output gets a new example), and the example cannot be deleted
-    # under a membership, so the ids read are the ids written.
-    expected = {}
-    for item in items:
-        output_id, label, resolved_at = sources[item.example_id]
-        expected[output_id] = (label, resolved_at)
-    _lock_outputs(output_ids=sorted(expected), now=now)
-    changed_ids = _outputs_changed(expected=expected)[:5]
+    # An example's output, label and resolution time never change (a re-resolved output gets a
+    # new example), and the example cannot be deleted under a membership, so the outputs the
+    # examples name now are the ones they were made from.
+    example_ids = sorted(item.example_id for item in items)
+    _lock_outputs(example_ids=example_ids, now=now)
+    changed_ids = _outputs_changed(example_ids=example_ids)[:5]
     if changed_ids:
         raise SourceChanged(
             f"Outputs {', '.join(map(str, changed_ids))} changed during the build; build again.",
@@ -1238,7 +1231,6 @@ def dataset_version_run(
             version=version,
             run_token=token,
             items=result.items,
-            sources=candidates.sources,
             counts=result.counts,
             digest=digest,
         )
