@@ -468,7 +468,15 @@ def _sync_sql() -> str:
     assert isinstance(username_field, models.Field)
     username = connection.ops.quote_name(str(username_field.column))
     user_pk = connection.ops.quote_name(str(user_model._meta.pk.column))
-    decision_of = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in _DECISION_OF.items())
+    agreeing = " ".join(
+        f"WHEN '{label}' THEN rv.n_{decision}" for label, decision in _DECISION_OF.items()
+    )
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE r.stage = 'review' AND r.decision = '{decision}') AS n_{decision}"
+        for decision in _DECISION_OF.values()
+    )
+    # The reviews are aggregated per output in one pass and hash-joined, not looked up and
+    # aggregated output by output (a lateral subquery: 100,000 index probes and aggregates).
     return f"""
 INSERT INTO {table(Example)} (
   output_id, kind, label, resolved_by, unreviewed, lead_decided, reviewer_count, weight,
@@ -478,10 +486,10 @@ SELECT o.id,
   CASE WHEN o.resolution = 'rejected' THEN 'negative' ELSE 'positive' END,
   o.resolution, o.resolved_by, o.status = 'auto_accepted', o.resolved_by = 'lead',
   CASE WHEN o.status = 'auto_accepted' THEN 0
-       WHEN o.resolved_by = 'consensus' THEN GREATEST(rv.agreeing, 2)
-       ELSE GREATEST(rv.reviewers, 1) END,
+       WHEN o.resolved_by = 'consensus' THEN GREATEST(CASE o.resolution {agreeing} END, 2)
+       ELSE GREATEST(COALESCE(rv.reviewers, 0), 1) END,
   CASE WHEN o.status = 'auto_accepted' THEN 0.5
-       WHEN o.resolved_by = 'consensus' THEN GREATEST(rv.agreeing, 2)
+       WHEN o.resolved_by = 'consensus' THEN GREATEST(CASE o.resolution {agreeing} END, 2)
        ELSE 1.0 END,
   (CASE WHEN jsonb_typeof(o.input) = 'string'
         THEN jsonb_build_array(jsonb_build_object('role', 'user', 'content', o.input #>> '{{}}'))
@@ -502,26 +510,26 @@ SELECT o.id,
     'queue', COALESCE(q.name, ''), 'routing_rule', COALESCE(rr.name, ''),
     'routing_reason', o.routing_reason, 'status', o.status, 'resolved_by', o.resolved_by,
     'resolved_at', {_ISO_UTC.format(col="o.resolved_at")},
-    'reviews', rv.list),
+    'reviews', COALESCE(rv.list, '[]')),
   o.updated_at, %(now)s, %(now)s
 FROM {table(Output)} o
 LEFT JOIN {table(Queue)} q ON q.id = o.queue_id
 LEFT JOIN {table(RoutingRule)} rr ON rr.id = o.routing_rule_id
-CROSS JOIN LATERAL (
-  SELECT count(*) FILTER (WHERE r.stage = 'review'
-                            AND r.decision = CASE o.resolution {decision_of} END) AS agreeing,
+LEFT JOIN (
+  SELECT r.output_id, {counts},
          count(DISTINCT r.reviewer_id) FILTER (WHERE r.stage <> 'gold') AS reviewers,
-         COALESCE(jsonb_agg(jsonb_build_object(
+         jsonb_agg(jsonb_build_object(
            'id', r.id, 'reviewer', u.{username}, 'reviewer_id', r.reviewer_id,
            'queue', rq.name, 'stage', r.stage, 'decision', r.decision,
            'guideline_version', g.version, 'at', {_ISO_UTC.format(col="r.created_at")})
-           ORDER BY r.created_at, r.id), '[]') AS list
+           ORDER BY r.created_at, r.id) AS list
   FROM {table(Review)} r
   JOIN {table(user_model)} u ON u.{user_pk} = r.reviewer_id
   JOIN {table(Queue)} rq ON rq.id = r.queue_id
   LEFT JOIN {table(GuidelineVersion)} g ON g.id = r.guideline_version_id
-  WHERE r.output_id = o.id AND r.undone_at IS NULL
-) rv
+  WHERE r.output_id = ANY(%(ids)s) AND r.undone_at IS NULL
+  GROUP BY r.output_id
+) rv ON rv.output_id = o.id
 WHERE o.id = ANY(%(ids)s)
   AND jsonb_typeof(o.tags) IN ('array', 'null')
   AND (jsonb_typeof(o.input) = 'string'
@@ -531,29 +539,31 @@ WHERE o.id = ANY(%(ids)s)
                AND ((m.value ? 'role' AND jsonb_typeof(m.value -> 'role') <> 'string')
                     OR (m.value ? 'content'
                         AND jsonb_typeof(m.value -> 'content') NOT IN ('string', 'null'))))))
+RETURNING output_id
 """
 
 
-def _sync_in_database() -> int:
-    """PostgreSQL: make every plain example in one statement; returns how many."""
+def _sync_in_database(output_ids: list[int]) -> tuple[set[int], int]:
+    """PostgreSQL: make the plain examples of these outputs in one statement, under the sync
+    lock. Returns the outputs that now have an example (made here, or by another sync
+    meanwhile) and how many were made here."""
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
         _serialise_syncs()
-        # The outputs to do are listed first, under the lock: an anti-join inside the INSERT
-        # against the table it fills can be planned as a scan of that (then empty) table
-        # per output, which grows as the statement runs (quadratic: minutes, not seconds).
-        done = [Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED]
-        todo = list(
-            Output.objects.filter(status__in=done, resolution__in=list(_DECISION_OF))
-            .exclude(pk__in=Example.objects.values("output_id"))
-            .values_list("pk", flat=True)
+        cursor.execute(
+            f"SELECT output_id FROM {connection.ops.quote_name(Example._meta.db_table)} "
+            "WHERE output_id = ANY(%s)",
+            [output_ids],
         )
+        taken = {row[0] for row in cursor.fetchall()}
+        todo = [pk for pk in output_ids if pk not in taken]
         if not todo:
-            return 0
+            return taken, 0
         # The row estimates of this statement are poor, and JIT-compiling it costs ~0.4 s.
         cursor.execute("SET LOCAL jit = off")
         cursor.execute(_sync_sql(), {"now": now, "ids": todo})
-        return cursor.rowcount
+        made = {row[0] for row in cursor.fetchall()}
+        return taken | made, len(made)
 
 
 @dataclass
@@ -572,8 +582,10 @@ def examples_sync(*, progress: ProgressFn | None = None) -> SyncResult:
     """
     result = SyncResult()
     done_statuses = [Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED]
+    # An example is in use exactly when its output is locked (the build that uses it locks the
+    # output in the same transaction), so the check reads outputs, not every version's members.
     stale = (
-        Example.objects.filter(memberships__isnull=True)
+        Example.objects.filter(output__locked_at__isnull=True)
         .filter(
             ~Q(output__status__in=done_statuses)
             | ~Q(output__resolution=F("label"))
@@ -587,22 +599,21 @@ def examples_sync(*, progress: ProgressFn | None = None) -> SyncResult:
             result.removed = Example.objects.filter(
                 pk__in=stale_ids, memberships__isnull=True
             ).delete()[0]
-    if connection.vendor == "postgresql":
-        result.created += _sync_in_database()
-        if progress and result.created:
-            progress("sync examples", result.created, result.created)
-    # Two light id queries and a set difference instead of an anti-join per chunk, which the
-    # planner may answer by rescanning the growing example table every time.
-    have = set(Example.objects.values_list("output_id", flat=True))
-    todo_ids = [
-        pk
-        for pk in Output.objects.filter(status__in=done_statuses)
-        .exclude(resolution="")
+    # The outputs to do are listed first: an anti-join inside the INSERT against the table it
+    # fills can be planned as a scan of that (then empty) table per output, which grows as the
+    # statement runs (quadratic: minutes, not seconds).
+    todo_ids = list(
+        Output.objects.filter(status__in=done_statuses, resolution__in=list(_DECISION_OF))
+        .exclude(pk__in=Example.objects.values("output_id"))
         .order_by("id")
         .values_list("id", flat=True)
-        if pk not in have
-    ]
-    del have
+    )
+    if connection.vendor == "postgresql" and todo_ids:
+        made, created = _sync_in_database(todo_ids)
+        result.created += created
+        if progress:
+            progress("sync examples", result.created, len(todo_ids))
+        todo_ids = [pk for pk in todo_ids if pk not in made]
     total = len(todo_ids)
     columns = (
         "id", "status", "resolution", "resolved_by", "resolved_at", "final_output",
@@ -1081,6 +1092,11 @@ def _dataset_version_finish(
     version = DatasetVersion.objects.select_for_update().get(pk=version.pk)
     if version.status != DatasetVersion.Status.BUILDING or version.run_token != run_token:
         raise _LeaseLost(f"dataset version {version.pk}: build taken over or ended")
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # The lock and check statements join 100,000 ids: compiling them costs more than
+            # it saves.
+            cursor.execute("SET LOCAL jit = off")
     rows: list[list[Any]] = []
     for split in ("train", "eval"):
         members = sorted(

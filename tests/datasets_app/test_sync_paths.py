@@ -67,12 +67,13 @@ def _outputs(resolved):
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL path is PostgreSQL's")
 def test_it_makes_the_same_examples_in_the_database_as_in_python(resolved, monkeypatch):
     outputs = _outputs(resolved)
-    in_database = services._sync_in_database()
-    assert in_database == len(outputs) - 3  # the odd shapes are left to Python
+    done, created = services._sync_in_database(sorted(o.pk for o in outputs))
+    assert created == len(done) == len(outputs) - 3  # the odd shapes are left to Python
+    assert services._sync_in_database(sorted(done)) == (done, 0)  # made already: skipped
     assert services.examples_sync().created == 3
     fast = _rows()
     Example.objects.all().delete()
-    monkeypatch.setattr(services, "_sync_in_database", lambda: 0)
+    monkeypatch.setattr(services, "_sync_in_database", lambda ids: (set(), 0))
     assert services.examples_sync().created == len(outputs)
     reference = _rows()
     assert fast.keys() == reference.keys() == {o.pk for o in outputs}
