@@ -297,24 +297,28 @@ def _may_hold_pii(text: str) -> bool:
     return "@" in text or bool(_IBAN_HINT.search(text) or _NUMBER_HINT.search(text))
 
 
-_DIGIT, _SEPARATOR, _OPENER, _UPPER, _FLAG = 1, 2, 4, 8, 16
+# Byte classes for `texts_may_hold_pii`, as bytes.translate tables: every byte of interest is
+# above _SEPARATOR, so one comparison finds them all.
+_OTHER, _SEPARATOR, _DIGIT, _OPENER, _UPPER, _FLAG, _END = range(7)
 
 
-def _byte_classes() -> np.ndarray:
-    table = np.zeros(256, dtype=np.uint8)
-    table[ord("0") : ord("9") + 1] = _DIGIT
-    for char in " ().+-":
+def _byte_classes() -> bytes:
+    table = bytearray([_OTHER]) * 256
+    for char in " ).-":
         table[ord(char)] = _SEPARATOR
-    table[ord("+")] |= _OPENER
-    table[ord("(")] |= _OPENER
-    table[ord("A") : ord("Z") + 1] = _UPPER
+    for char in "+(":
+        table[ord(char)] = _OPENER  # a separator too
+    table[ord("0") : ord("9") + 1] = bytes([_DIGIT]) * 10
+    table[ord("A") : ord("Z") + 1] = bytes([_UPPER]) * 26
     table[ord("@")] = _FLAG
-    table[128:] = _FLAG  # non-ASCII: checked with _may_hold_pii itself
-    return table
+    table[128:] = bytes([_FLAG]) * 128  # non-ASCII: checked with _may_hold_pii itself
+    table[0] = _END
+    return bytes(table)
 
 
 _BYTE_CLASS = _byte_classes()
 TEXT_SEPARATOR = "\x00"  # in no text: ingest refuses NUL, normalise strips it
+_GAP_LOOK = 4  # separator gaps between digits checked with numpy up to this length
 
 
 def texts_may_hold_pii(texts: list[str]) -> np.ndarray:
@@ -327,32 +331,43 @@ def texts_may_hold_pii(texts: list[str]) -> np.ndarray:
     corpus = TEXT_SEPARATOR.join(texts)
     if corpus.count(TEXT_SEPARATOR) != max(count - 1, 0):
         return np.fromiter(map(_may_hold_pii, texts), dtype=bool, count=count)
-    raw = np.frombuffer(corpus.encode("utf-8"), dtype=np.uint8)
-    ends = np.flatnonzero(raw == 0)  # byte offset at which each text but the last ends
-    classes = _BYTE_CLASS[raw]
-    del raw
+    raw = corpus.encode("utf-8")
+    del corpus
+    classes = np.frombuffer(raw.translate(_BYTE_CLASS) + bytes(_GAP_LOOK + 4), dtype=np.uint8)
+    where = np.flatnonzero(classes > _SEPARATOR)
+    kind = classes[where]
+    ends = where[kind == _END]  # the byte offset at which each text but the last ends
     hit = np.zeros(count, dtype=bool)
 
     def mark(positions: np.ndarray) -> None:
         hit[np.searchsorted(ends, positions)] = True
 
-    mark(np.flatnonzero(classes & _FLAG))
-    digit = (classes & _DIGIT).astype(bool)
-    mark(np.flatnonzero((classes[:-1] & _OPENER).astype(bool) & digit[1:]))
-    upper = (classes & _UPPER).astype(bool)
-    mark(np.flatnonzero(upper[:-3] & upper[1:-2] & digit[2:-1] & digit[3:]))
-    del upper
-    # Digit runs: digits joined by gaps of separators only. Such a gap's two digits are as far
-    # apart among the run characters (digits and separators) as they are in the text.
-    run_chars = np.flatnonzero(classes & (_DIGIT | _SEPARATOR))
-    del classes
-    rank = np.flatnonzero(digit[run_chars])
-    at = run_chars[rank]
-    del run_chars, digit
+    mark(where[kind == _FLAG])
+    openers = where[kind == _OPENER]
+    mark(openers[classes[openers + 1] == _DIGIT])
+    upper = where[kind == _UPPER]
+    iban = (
+        (classes[upper + 1] == _UPPER)
+        & (classes[upper + 2] == _DIGIT)
+        & (classes[upper + 3] == _DIGIT)
+    )
+    mark(upper[iban])
+    # Digit runs: digits joined by gaps of separators only.
+    at = where[kind == _DIGIT]
+    del where, kind
     if len(at):
-        step = np.diff(at)
-        starts_run = np.r_[True, np.diff(rank) != step]
-        starts_group = np.r_[True, step != 1]
+        gap = np.diff(at) - 1
+        # A gap breaks the run if it holds anything but separators: its first bytes are
+        # checked at once, the rest only for the rare long gaps that start with separators.
+        broken = np.zeros(len(gap), dtype=bool)
+        for offset in range(_GAP_LOOK):
+            byte = classes[at[:-1] + 1 + offset]
+            broken |= (gap > offset) & (byte != _SEPARATOR) & (byte != _OPENER)
+        for k in np.flatnonzero(~broken & (gap > _GAP_LOOK)):  # long all-separator starts
+            start, stop = int(at[k]) + 1, int(at[k + 1])
+            broken[k] = any(b not in (_SEPARATOR, _OPENER) for b in classes[start:stop].tolist())
+        starts_run = np.r_[True, broken]
+        starts_group = np.r_[True, gap != 0]
         run = np.cumsum(starts_run) - 1
         digits_in_run = np.bincount(run)
         groups_in_run = np.bincount(run[starts_group])
@@ -492,6 +507,7 @@ def step_pii(
 
 _SPACE_RE = re.compile(r"\s+")
 _WORD_RE = re.compile(r"\w+")
+_TOKEN_RE = re.compile(r"\w+|" + TEXT_SEPARATOR)  # words, and the separator between texts
 
 
 def _loose(text: str) -> str:
@@ -595,30 +611,52 @@ def jaccard_join(sets: list[frozenset[int]], threshold: float) -> list[tuple[int
 def _jaccard_join_csr(
     indptr: np.ndarray, elements: np.ndarray, threshold: float
 ) -> list[tuple[int, int, float]]:
-    """The exact join over sets given as one array of distinct elements per set (CSR form).
+    """The exact join over sets given as one array of distinct elements per set (CSR form)."""
+    n_sets = len(indptr) - 1
+    if threshold <= 0:
+        raise ValueError("threshold must be > 0")
+    owner = np.repeat(np.arange(n_sets, dtype=np.int64), np.diff(indptr))
+    element, distinct = _dense(elements)
+    return _join_pairs(owner, element, n_sets, distinct, threshold)
+
+
+def _join_pairs(
+    owner: np.ndarray, element: np.ndarray, n_sets: int, n_elements: int, threshold: float
+) -> list[tuple[int, int, float]]:
+    """Every pair of sets with Jaccard >= threshold, exactly, from (set, element) pairs (each
+    set's elements distinct, elements numbered 0..n_elements-1, in any order).
 
     Prefix filtering (Chaudhuri et al. 2006; Bayardo et al. "All-Pairs", 2007): order each
     set's elements by global rarity; two sets with Jaccard >= t must share an element among
     the first |x| - ceil(t*|x|) + 1 of each. So the candidates are exactly the pairs sharing
     a prefix element (and with compatible sizes); numpy lists them, and each is then verified
     with its exact Jaccard. No sampling, no hashing of elements: nothing above the threshold
-    can be missed, and the result equals `jaccard_join_reference`'s.
+    can be missed, and the result equals `jaccard_join_reference`'s. Pairs come as
+    (a, b, similarity) with a < b, in order.
     """
     if threshold <= 0:
         raise ValueError("threshold must be > 0")
-    n_sets = len(indptr) - 1
-    sizes = np.diff(indptr)
-    if n_sets < 2 or not len(elements):
+    if n_sets < 2 or not len(element):
         return []
-    owner = np.repeat(np.arange(n_sets, dtype=np.int64), sizes)
-    # Rank elements by document frequency (rarest first), then by value: a total order.
-    element_id, distinct = _dense(elements)
-    frequency = np.bincount(element_id, minlength=distinct)
-    rank = np.empty(distinct, dtype=np.int64)
-    rank[np.lexsort((np.arange(distinct), frequency))] = np.arange(distinct)
-    ranked = rank[element_id]
-    order = np.lexsort((ranked, owner))
-    ranked = ranked[order]  # owner is already sorted; each set's elements now rarest first
+    # Rank elements by document frequency (rarest first), then by number: a total order.
+    frequency = np.bincount(element, minlength=n_elements)
+    rank = np.empty(n_elements, dtype=np.int64)
+    rank[np.argsort(frequency * n_elements + np.arange(n_elements), kind="stable")] = np.arange(
+        n_elements
+    )
+    ranked = rank[element]
+    # Each set's elements, rarest first: one sort of (set, rank) keys where they fit in 63 bits.
+    if n_sets * n_elements < 2**62:
+        keyed = owner * n_elements + ranked
+        keyed.sort()
+        owner, ranked = np.divmod(keyed, n_elements)
+        del keyed
+    else:
+        order = np.lexsort((ranked, owner))
+        owner, ranked = owner[order], ranked[order]
+    sizes = np.bincount(owner, minlength=n_sets)
+    indptr = np.zeros(n_sets + 1, dtype=np.int64)
+    np.cumsum(sizes, out=indptr[1:])
     # Prefix of each set, and the (element, set) postings of all prefixes.
     prefix = sizes - np.ceil(threshold * sizes - _EPS).astype(np.int64) + 1
     prefix = np.clip(prefix, 0, sizes)
@@ -655,7 +693,7 @@ def _jaccard_join_csr(
     # A pair appears once per prefix element the two sets share: c times. Say x's prefix ends
     # at a rarer element than y's; then every common element after x's prefix lies in x's
     # suffix, so the overlap is at most c + |x| - prefix(x). Pairs that cannot reach the
-    # threshold even so are dropped before the (costlier) exact check.
+    # threshold even so are dropped before the exact check.
     keyed = np.sort(np.concatenate(keys))
     if not len(keyed):
         return []
@@ -671,29 +709,65 @@ def _jaccard_join_csr(
     union = sizes[left_sets] + sizes[right_sets] - bound
     reach = bound / union >= threshold - _EPS
     left_sets, right_sets = left_sets[reach], right_sets[reach]
-    # Exact verification. Sets are built only for the sets that have candidates.
-    members: dict[int, frozenset[int]] = {}
-    bounds = indptr.tolist()
-    for index in set(left_sets.tolist()) | set(right_sets.tolist()):
-        members[index] = frozenset(ranked[bounds[index] : bounds[index + 1]].tolist())
-    size_of = sizes.tolist()
-    out: list[tuple[int, int, float]] = []
-    for i, j in zip(left_sets.tolist(), right_sets.tolist(), strict=True):
-        inter = len(members[i] & members[j])
-        sim = inter / (size_of[i] + size_of[j] - inter)
-        if sim >= threshold - _EPS:
-            out.append((i, j, sim))
+    inter = _intersections(indptr, ranked, left_sets, right_sets, n_elements)
+    sim = inter / (sizes[left_sets] + sizes[right_sets] - inter)
+    close = sim >= threshold - _EPS
+    return list(
+        zip(left_sets[close].tolist(), right_sets[close].tolist(), sim[close].tolist(), strict=True)
+    )
+
+
+def _gather(
+    indptr: np.ndarray, values: np.ndarray, sets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """values of the given sets, one after another, and the position (in `sets`) of each."""
+    sizes = indptr[sets + 1] - indptr[sets]
+    total = int(sizes.sum())
+    offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    return values[np.repeat(indptr[sets], sizes) + offsets], np.repeat(np.arange(len(sets)), sizes)
+
+
+def _intersections(
+    indptr: np.ndarray,
+    elements: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    n_elements: int,
+    block: int = 2_000_000,
+) -> np.ndarray:
+    """|left[p] & right[p]| for every pair p, exactly: both sets' (distinct) elements keyed by
+    the pair, sorted; each key seen twice is one element the two share."""
+    out = np.zeros(len(left), dtype=np.int64)
+    sizes = np.diff(indptr)
+    weight = sizes[left] + sizes[right]
+    start = 0
+    while start < len(left):
+        stop = int(np.searchsorted(np.cumsum(weight[start:]), block, side="right")) + start
+        stop = max(stop, start + 1)
+        a, pa = _gather(indptr, elements, left[start:stop])
+        b, pb = _gather(indptr, elements, right[start:stop])
+        keyed = np.sort(np.concatenate([pa * n_elements + a, pb * n_elements + b]))
+        twice = keyed[1:][keyed[1:] == keyed[:-1]]
+        out[start:stop] = np.bincount(twice // n_elements, minlength=stop - start)
+        start = stop
     return out
 
 
-def _shingle_csr(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each text's distinct word n-grams as integers (CSR: indptr, elements), the same sets as
-    `shingles` gives up to renaming: words are numbered exactly (a dictionary, no hashing),
-    n-grams are those numbers combined exactly, and a text of fewer than n words is one
-    shorter n-gram (padded with a number no word has)."""
-    if not texts:
-        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+def _word_numbers(texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each text's casefolded \\w+ words, numbered exactly (one dictionary, no hashing): the
+    number of words per text and all the numbers, texts in order. All texts are tokenized by
+    one regex call over the joined text (the separator is no word character)."""
     number: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+    corpus = TEXT_SEPARATOR.join(texts)
+    if corpus.count(TEXT_SEPARATOR) == max(len(texts) - 1, 0):
+        number[TEXT_SEPARATOR]  # number 0
+        tokens = _TOKEN_RE.findall(corpus.casefold())
+        ids = np.fromiter(map(number.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+        del tokens
+        bounds = np.flatnonzero(ids == 0)
+        lengths = np.diff(np.r_[-1, bounds, len(ids)]) - 1
+        return lengths, ids[ids != 0] - 1, len(number) - 1
+    # A text holds the separator: tokenize text by text.
     words = [_WORD_RE.findall(text.casefold()) for text in texts]
     lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(texts))
     flat = np.fromiter(
@@ -701,8 +775,18 @@ def _shingle_csr(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
         dtype=np.int64,
         count=int(lengths.sum()),
     )
-    pad = len(number)
+    return lengths, flat, len(number)
+
+
+def _shingle_pairs(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Each text's distinct word n-grams as (text, element) pairs, elements numbered 0..k-1,
+    and k: the same sets as `shingles` gives up to renaming. Words are numbered exactly
+    (`_word_numbers`), n-grams are those numbers combined exactly, and a text of fewer than n
+    words is one shorter n-gram (padded with a number no word has)."""
     docs = len(texts)
+    lengths, flat, pad = _word_numbers(texts)
+    if not len(flat):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), 0
     # Each text's words followed by n - 1 pads, so a window never runs into the next text.
     ext_len = lengths + (n - 1)
     ext_start = np.r_[0, np.cumsum(ext_len)[:-1]].astype(np.int64)
@@ -716,17 +800,18 @@ def _shingle_csr(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     code = ext[first]
     base = pad + 1
     for k in range(1, n):
-        if int(code.max(initial=0) + 1) * base >= 2**62:  # renumber densely before overflow
-            code = _dense(code)[0]
+        if int(code.max(initial=0) + 1) * base >= 2**62:
+            code = _dense(code)[0]  # renumber densely before overflow
         code = code * base + ext[first + k]
     owner = np.repeat(np.arange(docs, dtype=np.int64), windows)
-    # Distinct n-grams per text, texts in order.
-    distinct = np.sort(_dense(code)[0] + owner * len(code))
-    distinct = distinct[np.r_[True, distinct[1:] != distinct[:-1]]] if len(distinct) else distinct
-    owner, element = np.divmod(distinct, len(code))
-    indptr = np.zeros(docs + 1, dtype=np.int64)
-    np.cumsum(np.bincount(owner, minlength=docs), out=indptr[1:])
-    return indptr, element
+    # One stable sort by code numbers the n-grams and puts a text's repeats of one n-gram side
+    # by side (owners stay in order within a code).
+    order = np.argsort(code, kind="stable")
+    code, owner = code[order], owner[order]
+    new_code = np.r_[True, code[1:] != code[:-1]]
+    element = np.cumsum(new_code) - 1
+    keep = new_code | np.r_[True, owner[1:] != owner[:-1]]
+    return owner[keep], element[keep], int(element[-1]) + 1
 
 
 def jaccard_join_reference(
@@ -784,9 +869,9 @@ def build_input_graph(items: list[Item], *, threshold: float, ngram: int) -> Inp
             group = groups[key] = len(group_texts)
             group_texts.append(item.prompt_text)
         group_of.append(group)
-    indptr, elements = _shingle_csr(group_texts, ngram)
+    owner, element, distinct = _shingle_pairs(group_texts, ngram)
     edges: dict[int, dict[int, float]] = defaultdict(dict)
-    for a, b, sim in sorted(_jaccard_join_csr(indptr, elements, threshold)):
+    for a, b, sim in _join_pairs(owner, element, len(group_texts), distinct, threshold):
         edges[a][b] = sim
         edges[b][a] = sim
     return InputGraph(group_of=group_of, edges=dict(edges))
@@ -799,17 +884,19 @@ def step_near_dedup(
     near-duplicate input. So no two survivors are near duplicates, and the keeper of each
     cluster is the same on every run."""
     report = StepReport("near_dedup", len(items), 0, extra={"threshold": threshold})
-    position = {id(item): index for index, item in enumerate(items)}
+    keys = [keeper_key(item) for item in items]
+    group_of = graph.group_of
+    edges = graph.edges
     kept_groups: dict[int, int] = {}
-    kept: list[Item] = []
-    for item in sorted(items, key=keeper_key):
-        group = graph.group_of[position[id(item)]]
+    keep = [False] * len(items)
+    for index in sorted(range(len(items)), key=keys.__getitem__):
+        item = items[index]
+        group = group_of[index]
         holder = kept_groups.get(group)
         if holder is None:
-            holder = next(
-                (kept_groups[g] for g in graph.neighbours(group, threshold) if g in kept_groups),
-                None,
-            )
+            if group in edges:
+                near = graph.neighbours(group, threshold)
+                holder = next((kept_groups[g] for g in near if g in kept_groups), None)
             reason = "near-duplicate input"
         else:
             reason = "same input"
@@ -818,9 +905,8 @@ def step_near_dedup(
             report.samples.append({"removed": item.example_id, "kept": holder, "why": reason})
             continue
         kept_groups[group] = item.example_id
-        kept.append(item)
-    order = {id(item): index for index, item in enumerate(items)}
-    kept.sort(key=lambda item: order[id(item)])
+        keep[index] = True
+    kept = [item for item, kept_it in zip(items, keep, strict=True) if kept_it]
     report.count_out = len(kept)
     return kept, report
 
@@ -941,23 +1027,27 @@ def step_split(
         item.split = "train"
     if eval_fraction <= 0 or not items:
         return report
-    rank = {id(it): seeded_rank(seed, "split", it.content_hash) for it in items}
-    ranked = sorted(items, key=lambda it: (rank[id(it)], it.content_hash))
+    ranks = [seeded_rank(seed, "split", item.content_hash) for item in items]
+
+    def order(index: int) -> tuple[int, str]:
+        return ranks[index], items[index].content_hash
+
     if stratify:
         report.extra["stratify"] = stratify
         strata: dict[str, list[Item]] = defaultdict(list)
-        for item in ranked:
+        for index in sorted(range(len(items)), key=order):
+            item = items[index]
             strata[(item.values(stratify) or [""])[0]].append(item)
         for members in strata.values():
             for item in members[: round(len(members) * eval_fraction)]:
                 item.split = "eval"
     else:
         limit = int(eval_fraction * 2**64)
-        for item in ranked:
-            if rank[id(item)] < limit:
+        for item, rank in zip(items, ranks, strict=True):
+            if rank < limit:
                 item.split = "eval"
     if len(items) >= 2 and not any(item.split == "eval" for item in items):
-        ranked[0].split = "eval"  # a tiny set still gets one eval example
+        items[min(range(len(items)), key=order)].split = "eval"  # a tiny set still gets one
     return report
 
 
@@ -972,7 +1062,10 @@ def step_leakage(
         by_group[group_index(item)].append(item)
     seen: set[int] = set()
     moved = 0
-    for start in sorted(by_group):
+    # A cluster can span both splits only if it has two items: a group of two or more, or a
+    # group with a near-duplicate neighbour. Lone items are passed over.
+    clusters = (g for g, members in by_group.items() if len(members) > 1 or g in graph.edges)
+    for start in sorted(clusters):
         if start in seen:
             continue
         component, stack = [], [start]

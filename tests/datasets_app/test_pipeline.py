@@ -327,7 +327,8 @@ _PIECES = [
     "a", "Z", "é", "e\u0301", " ", "  ", "\t", "\n", "\n\n\n", "\r\n", "\x07", "\u200b", "\u00a0",
     "0", "7", "12", "4111 1111 1111 1111", "+44 20 7946 0958", "(020)", "-", ".", "+", "@",
     "x@y.io", "GB82", "WEST", "1234 5698 7654 32", " GB82 WEST 1234 5698 7654 32 ",
-    "\u0663\u0664\u0665\u0666\u0667\u0668\u0669",
+    "\u0663\u0664\u0665\u0666\u0667\u0668\u0669", "12-34567", "555-123-4567", "1234567890",
+    "  -  ", ")", "(1", "+1", "AB12", "1.234.567", "2024-01-15",
 ]  # fmt: skip
 
 
@@ -371,3 +372,47 @@ def test_pre_checked_steps_give_what_the_plain_per_text_functions_give():
     masked, report, per_type = pipeline.step_pii(out, mode="mask")
     assert [contents(it) for it in masked] == expected
     assert report.changed > 0 and {"CARD", "EMAIL", "PHONE"} <= set(per_type)
+
+
+def _digit_texts(seed, count=4000):
+    """Short strings of digits, separators and a few letters: where the card and phone rules
+    (groups, digit counts, "+" and "(") decide."""
+    rng = random.Random(seed)
+    alphabet = "0123456789" * 3 + "  --..()+" + "aZ@\u0663"
+    return ["".join(rng.choices(alphabet, k=rng.randint(0, 28))) for _ in range(count)]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_digit_strings_the_pii_pre_check_passes_over_are_left_unchanged(seed):
+    scrubber = pipeline.PiiScrubber()
+    skipped = 0
+    for text in _digit_texts(seed):
+        if not pipeline._may_hold_pii(text):
+            skipped += 1
+            assert scrubber.scrub(text) == (text, {}), text
+    assert skipped > 100
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_all_at_once_pii_pre_check_answers_as_the_per_text_one(seed):
+    texts = _texts(seed) + _digit_texts(seed) + ["", "x" * 5000 + "1 2", "1" + " " * 9 + "2 3 4"]
+    flags = pipeline.texts_may_hold_pii(texts)
+    assert flags.tolist() == [pipeline._may_hold_pii(text) for text in texts]
+    assert 0 < flags.sum() < len(texts)
+    # A text holding the separator is checked text by text, with the same answers.
+    texts.append("a\x00b 555-123-4567")
+    assert pipeline.texts_may_hold_pii(texts).tolist() == list(map(pipeline._may_hold_pii, texts))
+    assert pipeline.texts_may_hold_pii([]).tolist() == []
+
+
+def test_edited_marks_exactly_the_items_whose_messages_the_steps_changed():
+    texts = _texts(11, 1200)
+    items = [item(n, a, b) for n, (a, b) in enumerate(zip(texts[::2], texts[1::2], strict=True))]
+    for n, it in enumerate(items):
+        it.rejected_text = texts[n] if n % 3 == 0 else ""
+    before = {it.example_id: json.dumps(it.messages) for it in items}
+    out, _ = pipeline.step_normalise(items)
+    out, _, _ = pipeline.step_pii(out, mode="mask")
+    changed = {it.example_id for it in out if json.dumps(it.messages) != before[it.example_id]}
+    assert changed and changed != {it.example_id for it in out}
+    assert {it.example_id for it in out if it.edited} == changed
