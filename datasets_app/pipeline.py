@@ -108,10 +108,26 @@ def canonical_json(value: Any) -> str:
     return _CANONICAL.encode(value)
 
 
+_quote = json.encoder.encode_basestring  # a JSON string, as the encoder writes it (C)
+
+
+def _canonical_content(messages: list[dict[str, str]], rejected_text: str) -> str:
+    """canonical_json({"messages": messages, "rejected": rejected_text}), written out directly
+    for the usual shape (each message exactly a string role and content, keys in sorted
+    order): the same bytes at half the cost of the sorting encoder."""
+    if all(len(m) == 2 for m in messages):
+        try:
+            quoted = [(_quote(m["content"]), _quote(m["role"])) for m in messages]
+            turns = ",".join([f'{{"content":{c},"role":{r}}}' for c, r in quoted])
+            return f'{{"messages":[{turns}],"rejected":{_quote(rejected_text)}}}'
+        except (KeyError, TypeError):
+            pass  # another shape: the encoder below
+    return canonical_json({"messages": messages, "rejected": rejected_text})
+
+
 def content_hash(messages: list[dict[str, str]], rejected_text: str = "") -> str:
     """SHA-256 of the processed content; identical on every database and run."""
-    body = canonical_json({"messages": messages, "rejected": rejected_text})
-    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_canonical_content(messages, rejected_text).encode("utf-8")).hexdigest()
 
 
 def seeded_rank(seed: int, salt: str, digest: str) -> int:

@@ -316,6 +316,23 @@ def test_content_hash_is_canonical():
     assert pipeline.content_hash(messages) != pipeline.content_hash(messages, "x")
 
 
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": 'a "quoted"\n\\ é \u2028 \x01'}, {"role": "a", "content": ""}],
+        [{"role": "user", "content": "x", "name": "extra key"}],
+        [{"role": "user", "text": "other keys"}, {"role": "assistant", "content": "y"}],
+        [{"role": None, "content": "not a string role"}],
+        [{"role": "user", "content": 5}],
+        [],
+    ],
+)
+def test_the_written_out_canonical_form_is_the_encoders(messages):
+    for rejected in ("", "the original\t<EMAIL>"):
+        expected = pipeline.canonical_json({"messages": messages, "rejected": rejected})
+        assert pipeline._canonical_content(messages, rejected) == expected
+
+
 @pytest.mark.parametrize("text", ["my reference is 12-34567", "order 1234 5678", "ref 2024-118832"])
 def test_two_group_references_are_not_phones(text):
     assert pipeline.PiiScrubber().scrub(text) == (text, {})
