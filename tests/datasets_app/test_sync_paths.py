@@ -67,13 +67,13 @@ def _outputs(resolved):
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL path is PostgreSQL's")
 def test_it_makes_the_same_examples_in_the_database_as_in_python(resolved, monkeypatch):
     outputs = _outputs(resolved)
-    done, created = services._sync_in_database(sorted(o.pk for o in outputs))
-    assert created == len(done) == len(outputs) - 3  # the odd shapes are left to Python
-    assert services._sync_in_database(sorted(done)) == (done, 0)  # made already: skipped
+    made = services._sync_in_database(sorted(o.pk for o in outputs))
+    assert len(made) == len(outputs) - 3  # the odd shapes are left to Python
+    assert services._sync_in_database(sorted(made)) == set()  # made already: skipped
     assert services.examples_sync().created == 3
     fast = _rows()
     Example.objects.all().delete()
-    monkeypatch.setattr(services, "_sync_in_database", lambda ids: (set(), 0))
+    monkeypatch.setattr(services, "_sync_in_database", lambda ids: set())
     assert services.examples_sync().created == len(outputs)
     reference = _rows()
     assert fast.keys() == reference.keys() == {o.pk for o in outputs}
@@ -91,3 +91,23 @@ def test_the_sync_makes_every_shape_of_output_on_any_database(resolved):
     assert rows[outputs[8].pk]["messages"][0] == {"role": "None", "content": "5"}
     assert rows[outputs[6].pk]["messages"][-1] == {"role": "assistant", "content": "Hello."}
     assert services.examples_sync().created == 0
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL path is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_large_sync_split_over_two_connections_makes_the_same_examples(resolved, monkeypatch):
+    outputs = _outputs(resolved)
+    sequential = services._sync_in_database(sorted(o.pk for o in outputs))
+    reference = _rows()
+    Example.objects.all().delete()
+    monkeypatch.setattr(services, "SYNC_PARALLEL_MIN", 2)
+    threads = []
+    real = services._sync_chunk_in_thread
+    monkeypatch.setattr(
+        services, "_sync_chunk_in_thread", lambda ids: threads.append(len(ids)) or real(ids)
+    )
+    assert services._sync_in_database(sorted(o.pk for o in outputs)) == sequential
+    assert len(threads) == 2 and sum(threads) == len(outputs)
+    assert _rows() == reference
+    # Another sync of the same outputs (a second build, say) makes nothing twice.
+    assert services._sync_in_database(sorted(o.pk for o in outputs)) == set()
