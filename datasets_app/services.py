@@ -1047,20 +1047,21 @@ def _by_example_ids(sql: str, example_ids: list[int], params: list[Any]) -> list
     return rows
 
 
-def _lock_outputs(*, example_ids: list[int], now: datetime) -> None:
-    """Set locked_at on the examples' outputs not locked yet. The row locks this UPDATE takes
-    (until commit, on PostgreSQL) stop the review loop from undoing their reviews from here on.
-    The outputs are reached through the example ids read for the build rather than through the
-    rows just written: no statistics exist for those yet, and the planner's guess made such
-    joins nested loops over 100,000 rows."""
+def _lock_outputs(*, example_ids: list[int], now: datetime) -> list[int]:
+    """Set locked_at on the examples' outputs not locked yet, and return those examples. The
+    row locks this UPDATE takes (until commit, on PostgreSQL) stop the review loop from undoing
+    their reviews from here on. The outputs are reached through the example ids read for the
+    build rather than through the rows just written: no statistics exist for those yet, and
+    the planner's guess made such joins nested loops over 100,000 rows."""
     quote = connection.ops.quote_name
-    _by_example_ids(
+    rows = _by_example_ids(
         f"UPDATE {quote(Output._meta.db_table)} AS o SET locked_at = %s "
         f"FROM {quote(Example._meta.db_table)} AS e "
-        "WHERE {ids} AND o.id = e.output_id AND o.locked_at IS NULL",
+        "WHERE {ids} AND o.id = e.output_id AND o.locked_at IS NULL RETURNING e.id",
         example_ids,
         [now],
     )
+    return sorted(row[0] for row in rows)
 
 
 def _outputs_changed(*, example_ids: list[int]) -> list[int]:
@@ -1137,9 +1138,10 @@ def _dataset_version_finish(
     # An example's output, label and resolution time never change (a re-resolved output gets a
     # new example), and the example cannot be deleted under a membership, so the outputs the
     # examples name now are the ones they were made from.
-    example_ids = sorted(item.example_id for item in items)
-    _lock_outputs(example_ids=example_ids, now=now)
-    changed_ids = _outputs_changed(example_ids=example_ids)[:5]
+    # Outputs locked before are as their examples say: a locked output's reviews cannot be
+    # undone, so only the ones locked now are checked.
+    newly_locked = _lock_outputs(example_ids=sorted(item.example_id for item in items), now=now)
+    changed_ids = _outputs_changed(example_ids=newly_locked)[:5] if newly_locked else []
     if changed_ids:
         raise SourceChanged(
             f"Outputs {', '.join(map(str, changed_ids))} changed during the build; build again.",
