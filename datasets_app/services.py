@@ -1030,53 +1030,58 @@ _DONE_STATUSES = (Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED)
 ID_CHUNK = 20000  # ids per statement where a backend takes no array parameter
 
 
-def _by_example_ids(sql: str, example_ids: list[int], params: list[Any]) -> list[tuple]:
-    """Run `sql`, whose `{ids}` stands for a condition on e.id, over the given example ids:
-    one statement with an array on PostgreSQL, chunks of IN lists elsewhere."""
+def _by_ids(sql: str, column: str, ids: list[int], params: list[Any]) -> list[tuple]:
+    """Run `sql`, whose `{ids}` stands for a condition on `column`, over the given ids: one
+    statement with an array on PostgreSQL, chunks of IN lists elsewhere."""
     rows: list[tuple] = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(sql.format(ids="e.id = ANY(%s)"), [*params, example_ids])
+            cursor.execute(sql.format(ids=f"{column} = ANY(%s)"), [*params, ids])
             return cursor.fetchall() if cursor.description else []
-        for start in range(0, len(example_ids), ID_CHUNK):
-            chunk = example_ids[start : start + ID_CHUNK]
+        for start in range(0, len(ids), ID_CHUNK):
+            chunk = ids[start : start + ID_CHUNK]
             marks = ", ".join(["%s"] * len(chunk))
-            cursor.execute(sql.format(ids=f"e.id IN ({marks})"), [*params, *chunk])
+            cursor.execute(sql.format(ids=f"{column} IN ({marks})"), [*params, *chunk])
             if cursor.description:
                 rows += cursor.fetchall()
     return rows
 
 
 def _lock_outputs(*, example_ids: list[int], now: datetime) -> list[int]:
-    """Set locked_at on the examples' outputs not locked yet, and return those examples. The
+    """Set locked_at on the examples' outputs not locked yet, and return those outputs. The
     row locks this UPDATE takes (until commit, on PostgreSQL) stop the review loop from undoing
     their reviews from here on. The outputs are reached through the example ids read for the
     build rather than through the rows just written: no statistics exist for those yet, and
     the planner's guess made such joins nested loops over 100,000 rows."""
     quote = connection.ops.quote_name
-    rows = _by_example_ids(
+    # SQLite's RETURNING names the updated table's columns bare (and knows no alias there).
+    returning = "o.id" if connection.vendor == "postgresql" else "id"
+    rows = _by_ids(
         f"UPDATE {quote(Output._meta.db_table)} AS o SET locked_at = %s "
         f"FROM {quote(Example._meta.db_table)} AS e "
-        "WHERE {ids} AND o.id = e.output_id AND o.locked_at IS NULL RETURNING e.id",
+        "WHERE {ids} AND o.id = e.output_id AND o.locked_at IS NULL "
+        f"RETURNING {returning}",
+        "e.id",
         example_ids,
         [now],
     )
     return sorted(row[0] for row in rows)
 
 
-def _outputs_changed(*, example_ids: list[int]) -> list[int]:
-    """Outputs of these examples that are no longer resolved the way their example was made
-    from (a review undone, or re-resolved, between reading the examples and locking the
-    outputs): compared in the database, read after the lock, so nothing slips by."""
+def _outputs_changed(*, output_ids: list[int]) -> list[int]:
+    """Those of the outputs that are no longer resolved the way their example was made from (a
+    review undone, or re-resolved, between reading the examples and locking the outputs):
+    compared in the database, read after the lock, so nothing slips by."""
     quote = connection.ops.quote_name
     done = ", ".join(f"'{status}'" for status in _DONE_STATUSES)
-    rows = _by_example_ids(
+    rows = _by_ids(
         f"SELECT o.id FROM {quote(Example._meta.db_table)} AS e "
         f"JOIN {quote(Output._meta.db_table)} AS o ON o.id = e.output_id "
         "WHERE {ids} AND NOT ("
         f"o.status IN ({done}) AND o.resolution = e.label AND (o.resolved_at = e.resolved_at "
         "OR (o.resolved_at IS NULL AND e.resolved_at IS NULL)))",
-        example_ids,
+        "o.id",
+        output_ids,
         [],
     )
     return sorted(row[0] for row in rows)
@@ -1141,7 +1146,7 @@ def _dataset_version_finish(
     # Outputs locked before are as their examples say: a locked output's reviews cannot be
     # undone, so only the ones locked now are checked.
     newly_locked = _lock_outputs(example_ids=sorted(item.example_id for item in items), now=now)
-    changed_ids = _outputs_changed(example_ids=newly_locked)[:5] if newly_locked else []
+    changed_ids = _outputs_changed(output_ids=newly_locked)[:5] if newly_locked else []
     if changed_ids:
         raise SourceChanged(
             f"Outputs {', '.join(map(str, changed_ids))} changed during the build; build again.",
