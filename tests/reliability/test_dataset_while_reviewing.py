@@ -92,10 +92,10 @@ def members_of(version: DatasetVersion) -> list[tuple]:
 
 def recomputed_manifest(version: DatasetVersion) -> str:
     items = []
-    for member in DatasetVersionExample.objects.filter(version=version):
+    for member in DatasetVersionExample.objects.filter(version=version).select_related("example"):
         item = pipeline.Item(
             example_id=member.example_id,
-            messages=member.messages,
+            messages=member.processed_messages,
             label=member.label,
             weight=member.weight,
             rejected_text=member.rejected_text,

@@ -148,7 +148,7 @@ def test_it_builds_from_old_data_and_new_corrections_and_continues_the_live_vers
     assert old_outputs <= used, "and the old data stays"
     for output in new:
         member = members.get(example__output=output)
-        assert member.messages[-1]["content"] == output.final_output
+        assert member.processed_messages[-1]["content"] == output.final_output
     event = AuditEvent.objects.get(action="monitoring.retrain")
     assert event.payload["new_corrections"] == 4
     assert event.payload["dataset_version"] == built.pk
