@@ -47,7 +47,8 @@ test-sqlite: setup browser
 
 # Runs the suite again on PostgreSQL when one answers (DATABASE_URL, or the local one). The
 # browser tests drive pages whose database work the rest of the suite already covers on both
-# databases, so they run once, in the SQLite pass.
+# databases, so they run once, in the SQLite pass; so do tests that touch no database or are
+# marked `once` or `sqlite` (tests/conftest.py skips them here, saying so).
 test-postgres: setup
 	@url="$${DATABASE_URL:-$(PG_URL)}"; \
 	if $(PY) -c "import sys, psycopg; psycopg.connect(sys.argv[1], connect_timeout=3).close()" "$$url" 2>/dev/null; then \

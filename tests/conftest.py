@@ -11,15 +11,32 @@ from .factories import UserFactory
 ROLES = [role.value for role in Role]
 
 
+_DATABASE_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server"}
+
+
+def _uses_database(item) -> bool:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return item.get_closest_marker("django_db") is not None or bool(fixtures & _DATABASE_FIXTURES)
+
+
 def pytest_collection_modifyitems(config, items):
-    """PostgreSQL-only tests (claim concurrency) run in the PostgreSQL pass of `make test`."""
+    """PostgreSQL-only tests (claim concurrency) run in the PostgreSQL pass of `make test`.
+
+    The PostgreSQL pass repeats only what can differ there: a test that touches no database
+    (pytest-django refuses it the connection), or is marked `once` (its database use is
+    covered on both backends by other tests) or `sqlite`, ran in the SQLite pass already."""
     from django.conf import settings
 
     on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
-    skip = pytest.mark.skip(reason="needs PostgreSQL: runs in make test's PostgreSQL pass")
+    needs_postgres = pytest.mark.skip(reason="needs PostgreSQL: runs in the PostgreSQL pass")
+    ran_already = pytest.mark.skip(reason="backend-independent: ran in make test's SQLite pass")
     for item in items:
         if "postgres" in item.keywords and not on_postgres:
-            item.add_marker(skip)
+            item.add_marker(needs_postgres)
+        elif on_postgres and (
+            "once" in item.keywords or "sqlite" in item.keywords or not _uses_database(item)
+        ):
+            item.add_marker(ran_already)
 
 
 @pytest.fixture

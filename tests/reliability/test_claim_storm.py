@@ -88,6 +88,7 @@ def test_64_claimers_on_postgres(make_user):
     run_storm(make_user, claimers=64, items=1000)
 
 
+@pytest.mark.sqlite
 @pytest.mark.django_db(transaction=True)
 def test_8_claimers_on_sqlite_never_see_database_is_locked(make_user):
     run_storm(make_user, claimers=8, items=1000)

@@ -315,6 +315,7 @@ def outcome(response) -> str:
     return "allowed"
 
 
+@pytest.mark.once  # roles are checked in Python, the same on every database
 def test_every_role_gets_what_the_table_says(world):
     wrong = []
     for name, (kwargs_for, methods) in TABLE.items():

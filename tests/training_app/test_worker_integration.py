@@ -22,6 +22,9 @@ def redis_broker(tmp_path):
         yield broker
 
 
+# Backend-independent here: the database leases real workers hold are covered on PostgreSQL by
+# tests/reliability/test_training_faults.py.
+@pytest.mark.once
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_trains_and_evaluates_smollm2_through_redis(
     make_user, make_dataset_version, training_dirs, redis_broker, settings
