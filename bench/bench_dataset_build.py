@@ -113,13 +113,13 @@ def setup(url: str | None, *, reuse: bool) -> str:
     if reuse:
         # Keep the outputs; drop what a previous build made, so the next one starts alike.
         from datasets_app.models import DatasetVersion, DatasetVersionExample, Example
-        from reviews.models import AuditEvent, AuditHead, Output
+        from reviews.models import AuditEvent, AuditHead, OutputLock
 
         DatasetVersionExample.objects.all().delete()
         DatasetVersion.objects.update(parent=None)  # parents are PROTECTed
         DatasetVersion.objects.all().delete()
         Example.objects.all().delete()
-        Output.objects.update(locked_at=None)
+        OutputLock.objects.all().delete()
         AuditEvent.objects.all().delete()
         AuditHead.objects.all().delete()
         _vacuum()

@@ -32,7 +32,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from reviews.models import Output, Review
+from reviews.models import Output, OutputLock, Review
 from reviews.services import audit_append
 
 from . import pipeline
@@ -599,7 +599,7 @@ def examples_sync(*, progress: ProgressFn | None = None) -> SyncResult:
     # An example is in use exactly when its output is locked (the build that uses it locks the
     # output in the same transaction), so the check reads outputs, not every version's members.
     stale = (
-        Example.objects.filter(output__locked_at__isnull=True)
+        Example.objects.filter(output__dataset_lock__isnull=True)
         .filter(
             ~Q(output__status__in=done_statuses)
             | ~Q(output__resolution=F("label"))
@@ -1030,40 +1030,51 @@ _DONE_STATUSES = (Output.Status.RESOLVED, Output.Status.AUTO_ACCEPTED)
 ID_CHUNK = 20000  # ids per statement where a backend takes no array parameter
 
 
-def _by_ids(sql: str, column: str, ids: list[int], params: list[Any]) -> list[tuple]:
+def _by_ids(
+    sql: str, column: str, ids: list[int], params: list[Any], after: tuple[Any, ...] = ()
+) -> list[tuple]:
     """Run `sql`, whose `{ids}` stands for a condition on `column`, over the given ids: one
-    statement with an array on PostgreSQL, chunks of IN lists elsewhere."""
+    statement with an array on PostgreSQL, chunks of IN lists elsewhere. `params` come before
+    the condition's, `after` after them."""
     rows: list[tuple] = []
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(sql.format(ids=f"{column} = ANY(%s)"), [*params, ids])
+            cursor.execute(sql.format(ids=f"{column} = ANY(%s)"), [*params, ids, *after])
             return cursor.fetchall() if cursor.description else []
         for start in range(0, len(ids), ID_CHUNK):
             chunk = ids[start : start + ID_CHUNK]
             marks = ", ".join(["%s"] * len(chunk))
-            cursor.execute(sql.format(ids=f"{column} IN ({marks})"), [*params, *chunk])
+            cursor.execute(sql.format(ids=f"{column} IN ({marks})"), [*params, *chunk, *after])
             if cursor.description:
                 rows += cursor.fetchall()
     return rows
 
 
 def _lock_outputs(*, example_ids: list[int], now: datetime) -> list[int]:
-    """Set locked_at on the examples' outputs not locked yet, and return those outputs. The
-    row locks this UPDATE takes (until commit, on PostgreSQL) stop the review loop from undoing
-    their reviews from here on. The outputs are reached through the example ids read for the
-    build rather than through the rows just written: no statistics exist for those yet, and
-    the planner's guess made such joins nested loops over 100,000 rows."""
+    """Lock the examples' outputs not locked yet (an OutputLock each: their reviews can no
+    longer be undone), and return those outputs.
+
+    On PostgreSQL the outputs' rows are also locked FOR SHARE until commit: the review loop's
+    undo locks an output row before it looks for a lock, so it waits for this build and then
+    finds the lock, and one that got there first is seen by the check that follows (the build
+    then fails). SQLite runs one write transaction at a time. Two builds locking the same
+    outputs at once both succeed (ON CONFLICT). The outputs are reached through the example
+    ids read for the build rather than through the rows just written: no statistics exist for
+    those yet, and the planner's guess made such joins nested loops over 100,000 rows."""
     quote = connection.ops.quote_name
-    # SQLite's RETURNING names the updated table's columns bare (and knows no alias there).
-    returning = "o.id" if connection.vendor == "postgresql" else "id"
+    output, example = quote(Output._meta.db_table), quote(Example._meta.db_table)
+    lock = quote(OutputLock._meta.db_table)
+    share = "FOR SHARE OF o" if connection.vendor == "postgresql" else ""
     rows = _by_ids(
-        f"UPDATE {quote(Output._meta.db_table)} AS o SET locked_at = %s "
-        f"FROM {quote(Example._meta.db_table)} AS e "
-        "WHERE {ids} AND o.id = e.output_id AND o.locked_at IS NULL "
-        f"RETURNING {returning}",
+        f"WITH fresh AS (SELECT o.id FROM {output} AS o JOIN {example} AS e "
+        "ON e.output_id = o.id WHERE {ids} AND NOT EXISTS "
+        f"(SELECT 1 FROM {lock} AS l WHERE l.output_id = o.id) {share}) "
+        f"INSERT INTO {lock} (output_id, locked_at) SELECT id, %s FROM fresh WHERE true "
+        "ON CONFLICT (output_id) DO NOTHING RETURNING output_id",
         "e.id",
         example_ids,
-        [now],
+        [],
+        after=(now,),
     )
     return sorted(row[0] for row in rows)
 

@@ -8,7 +8,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..errors import AlreadyResolved, Conflict, NotFound, PermissionRefused
-from ..models import Lease, Output, Review
+from ..models import Lease, Output, OutputLock, Review
 from .audit import audit_append
 from .decisions import _transition
 from .leases import db_now
@@ -21,7 +21,7 @@ CLEARED_RESOLUTION = {"resolution": "", "resolved_by": "", "final_output": "", "
 def review_undo(*, review_id: int, user: AbstractBaseUser) -> Lease:
     """Undo the caller's most recent decision and lease the item back to them to decide again.
 
-    Refused once the item is used by a dataset version (`locked_at`), once a lead decided it
+    Refused once the item is used by a dataset version (an `OutputLock`), once a lead decided it
     after this review, or while someone else holds it. The review row stays, marked undone,
     and the audit chain records the undo."""
     review = Review.objects.select_for_update(no_key=True).filter(pk=review_id).first()
@@ -40,7 +40,7 @@ def review_undo(*, review_id: int, user: AbstractBaseUser) -> Lease:
     if latest != review.pk:
         raise Conflict("Only your most recent decision can be undone.")
     output = Output.objects.select_for_update(no_key=True).get(pk=review.output_id)
-    if output.locked_at is not None:
+    if OutputLock.objects.filter(output_id=output.pk).exists():
         raise Conflict("This item is already used in a dataset version; it cannot be undone.")
     now = db_now()
     if output.lease_id and output.lease_expires_at and output.lease_expires_at > now:

@@ -8,7 +8,7 @@ from datasets_app import services
 from datasets_app.errors import DatasetImmutable, ExampleInUse, InvalidDatasetRequest, SourceChanged
 from datasets_app.models import DatasetVersion, DatasetVersionExample, Example
 from datasets_app.selectors import dataset_version_rows
-from reviews.models import AuditEvent, Output
+from reviews.models import AuditEvent, Output, OutputLock, Review
 from reviews.services import audit_verify
 
 pytestmark = pytest.mark.django_db
@@ -170,7 +170,7 @@ def test_used_outputs_are_locked_and_examples_are_immutable(resolved, engineer):
             "example__output_id", flat=True
         )
     )
-    locked = set(Output.objects.filter(locked_at__isnull=False).values_list("id", flat=True))
+    locked = set(OutputLock.objects.values_list("output_id", flat=True))
     assert used == locked and len(used) == 17
     member = DatasetVersionExample.objects.filter(version=version).first()
     example = member.example
@@ -233,7 +233,7 @@ def test_a_source_change_during_the_build_fails_it_and_writes_nothing(
     version = DatasetVersion.objects.get()
     assert version.status == DatasetVersion.Status.FAILED and "SourceChanged" in version.error
     assert not DatasetVersionExample.objects.exists()
-    assert not Output.objects.filter(locked_at__isnull=False).exists()
+    assert not OutputLock.objects.exists()
     assert AuditEvent.objects.filter(action="dataset_version.failed").count() == 1
 
 
@@ -242,7 +242,7 @@ def test_an_inline_build_through_start_that_fails_writes_nothing(review_undone_m
         services.dataset_version_start(user=engineer, name="support", run="inline", seed=5)
     # The request is refused as a whole: no version, no members, no locks, no audit events.
     assert not DatasetVersion.objects.exists()
-    assert not Output.objects.filter(locked_at__isnull=False).exists()
+    assert not OutputLock.objects.exists()
     assert not AuditEvent.objects.filter(action__startswith="dataset_version").exists()
 
 
@@ -275,3 +275,53 @@ def test_bad_settings_are_refused_naming_the_field(engineer, options, field):
         services.dataset_version_build(user=engineer, name="x", **options)
     assert caught.value.field == field
     assert not DatasetVersion.objects.exists()  # nothing half-written
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_an_undo_racing_the_build_waits_for_it_and_is_then_refused(resolved, engineer, monkeypatch):
+    """The build locks its outputs' rows before it checks them; an undo arriving then waits for
+    the build's commit, finds the lock, and is refused: the version never holds an undone
+    review."""
+    import threading
+
+    from django.db import connection as main_connection
+
+    from reviews.errors import Conflict
+    from reviews.services import review_undo
+
+    outputs = [resolved(f"Question {n} on clause {n * 7}?", f"Answer {n}.") for n in range(6)]
+    raced = outputs[-1]  # its review is the reviewer's latest: the one undo may take back
+    review = Review.objects.filter(output=raced).get()
+    outcome: dict[str, object] = {}
+
+    def undo() -> None:
+        from django.db import connection
+
+        try:
+            review_undo(review_id=review.pk, user=review.reviewer)
+            outcome["undo"] = "done"
+        except Conflict as exc:
+            outcome["undo"] = str(exc)
+        finally:
+            connection.close()
+
+    real_check = services._outputs_changed
+
+    def check_while_an_undo_arrives(*, output_ids):
+        assert main_connection.in_atomic_block and raced.pk in output_ids
+        racer = threading.Thread(target=undo)
+        racer.start()
+        racer.join(timeout=1.0)
+        outcome["waited"] = racer.is_alive()  # blocked on the output row the build locked
+        outcome["racer"] = racer
+        return real_check(output_ids=output_ids)
+
+    monkeypatch.setattr(services, "_outputs_changed", check_while_an_undo_arrives)
+    version = services.dataset_version_build(user=engineer, name="race", seed=1)
+    outcome["racer"].join(timeout=10)
+    assert version.status == DatasetVersion.Status.READY
+    assert outcome["waited"] is True
+    assert "dataset version" in outcome["undo"]
+    assert Output.objects.get(pk=raced.pk).status == Output.Status.RESOLVED
+    assert OutputLock.objects.filter(output=raced).exists()

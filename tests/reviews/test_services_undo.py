@@ -2,7 +2,7 @@ import pytest
 from django.utils import timezone
 
 from config.errors import Conflict, PermissionRefused
-from reviews.models import AuditEvent, Output
+from reviews.models import AuditEvent, Output, OutputLock
 from reviews.services import escalation_queue, queue_claim_next, review_submit, review_undo
 
 from ..factories import OutputFactory, QueueFactory
@@ -53,7 +53,7 @@ def test_someone_elses_decision_cannot_be_undone(queue, personas):
 def test_an_item_used_in_a_dataset_cannot_be_undone(queue, personas):
     output = OutputFactory(queue=queue)
     review = decide(queue, personas["reviewer"], "approve")
-    Output.objects.filter(pk=output.pk).update(locked_at=timezone.now())
+    OutputLock.objects.create(output=output, locked_at=timezone.now())
     with pytest.raises(Conflict, match="dataset"):
         review_undo(review_id=review.pk, user=personas["reviewer"])
     output.refresh_from_db()

@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from reviews.models import Lease, Output, Review
+from reviews.models import Lease, Output, OutputLock, Review
 from reviews.services import queue_claim_next, review_submit
 
 from ..factories import OutputFactory, QueueFactory
@@ -74,7 +74,7 @@ def test_undo_from_the_workbench_gives_back_the_item_shown(client, personas, que
 def test_undo_is_refused_once_the_item_is_in_a_dataset(client, personas, queue):
     OutputFactory(queue=queue)
     review = decide(queue, personas["reviewer"], "approve")
-    Output.objects.filter(pk=review.output_id).update(locked_at=timezone.now())
+    OutputLock.objects.create(output_id=review.output_id, locked_at=timezone.now())
     client.force_login(personas["reviewer"])
     response = client.post(reverse("review-undo", args=[review.pk]), follow=True)
     assert response.redirect_chain[-1][0] == reverse("my-reviews")
