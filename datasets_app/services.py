@@ -1054,29 +1054,33 @@ def _lock_outputs(*, example_ids: list[int], now: datetime) -> list[int]:
     """Lock the examples' outputs not locked yet (an OutputLock each: their reviews can no
     longer be undone), and return those outputs.
 
-    On PostgreSQL the outputs' rows are also locked FOR SHARE until commit: the review loop's
-    undo locks an output row before it looks for a lock, so it waits for this build and then
-    finds the lock, and one that got there first is seen by the check that follows (the build
-    then fails). SQLite runs one write transaction at a time. Two builds locking the same
-    outputs at once both succeed (ON CONFLICT). The outputs are reached through the example
-    ids read for the build rather than through the rows just written: no statistics exist for
-    those yet, and the planner's guess made such joins nested loops over 100,000 rows."""
+    On PostgreSQL the rows of the outputs locked now are also locked FOR SHARE until commit.
+    The review loop's undo locks an output's row before it looks for a lock: one that comes
+    after this waits for the build and then finds the lock; one that came before holds the row
+    until it commits, and the check that follows sees what it undid (the build then fails).
+    SQLite runs one write transaction at a time. Two builds locking the same outputs at once
+    both succeed (ON CONFLICT). The outputs are named through the example ids read for the
+    build, and no statement joins the lock table: its statistics are often stale (empty before
+    a first build), and the planner's guess then made the join a scan of it per output."""
     quote = connection.ops.quote_name
-    output, example = quote(Output._meta.db_table), quote(Example._meta.db_table)
     lock = quote(OutputLock._meta.db_table)
-    share = "FOR SHARE OF o" if connection.vendor == "postgresql" else ""
     rows = _by_ids(
-        f"WITH fresh AS (SELECT o.id FROM {output} AS o JOIN {example} AS e "
-        "ON e.output_id = o.id WHERE {ids} AND NOT EXISTS "
-        f"(SELECT 1 FROM {lock} AS l WHERE l.output_id = o.id) {share}) "
-        f"INSERT INTO {lock} (output_id, locked_at) SELECT id, %s FROM fresh WHERE true "
+        f"INSERT INTO {lock} (output_id, locked_at) "
+        f"SELECT e.output_id, %s FROM {quote(Example._meta.db_table)} AS e WHERE {{ids}} "
         "ON CONFLICT (output_id) DO NOTHING RETURNING output_id",
         "e.id",
         example_ids,
-        [],
-        after=(now,),
+        [now],
     )
-    return sorted(row[0] for row in rows)
+    locked = sorted(row[0] for row in rows)
+    if locked and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id FROM {quote(Output._meta.db_table)} WHERE id = ANY(%s) "
+                "ORDER BY id FOR SHARE",
+                [locked],
+            )
+    return locked
 
 
 def _outputs_changed(*, output_ids: list[int]) -> list[int]:
