@@ -1052,35 +1052,21 @@ def _by_ids(
 
 def _lock_outputs(*, example_ids: list[int], now: datetime) -> list[int]:
     """Lock the examples' outputs not locked yet (an OutputLock each: their reviews can no
-    longer be undone), and return those outputs.
-
-    On PostgreSQL the rows of the outputs locked now are also locked FOR SHARE until commit.
-    The review loop's undo locks an output's row before it looks for a lock: one that comes
-    after this waits for the build and then finds the lock; one that came before holds the row
-    until it commits, and the check that follows sees what it undid (the build then fails).
-    SQLite runs one write transaction at a time. Two builds locking the same outputs at once
-    both succeed (ON CONFLICT). The outputs are named through the example ids read for the
-    build, and no statement joins the lock table: its statistics are often stale (empty before
-    a first build), and the planner's guess then made the join a scan of it per output."""
+    longer be undone), and return those outputs. The portable path; SQLite runs one write
+    transaction at a time, so nothing can undo a review in between (PostgreSQL: see
+    `_LOCK_AND_CHECK_SQL`). The outputs are named through the example ids read for the build,
+    and no statement joins the lock table: its statistics are often stale (empty before a
+    first build), and the planner's guess then made such a join a scan of it per output."""
     quote = connection.ops.quote_name
-    lock = quote(OutputLock._meta.db_table)
     rows = _by_ids(
-        f"INSERT INTO {lock} (output_id, locked_at) "
+        f"INSERT INTO {quote(OutputLock._meta.db_table)} (output_id, locked_at) "
         f"SELECT e.output_id, %s FROM {quote(Example._meta.db_table)} AS e WHERE {{ids}} "
         "ON CONFLICT (output_id) DO NOTHING RETURNING output_id",
         "e.id",
         example_ids,
         [now],
     )
-    locked = sorted(row[0] for row in rows)
-    if locked and connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id FROM {quote(Output._meta.db_table)} WHERE id = ANY(%s) "
-                "ORDER BY id FOR SHARE",
-                [locked],
-            )
-    return locked
+    return sorted(row[0] for row in rows)
 
 
 def _outputs_changed(*, output_ids: list[int]) -> list[int]:
@@ -1102,6 +1088,27 @@ def _outputs_changed(*, output_ids: list[int]) -> list[int]:
     return sorted(row[0] for row in rows)
 
 
+def _lock_and_check_sql() -> str:
+    """PostgreSQL: `_lock_outputs` and `_outputs_changed` in one statement. The outputs locked
+    now are also row-locked FOR SHARE until commit, and their state is read under that lock:
+    the review loop's undo locks an output's row before it looks for a lock, so one that comes
+    after this waits for the build and then finds the lock, and one that came first is seen
+    here (the build then fails). Two builds locking the same outputs both succeed (ON
+    CONFLICT). Returns (output id, changed) for every output locked now."""
+    quote = connection.ops.quote_name
+    output, example = quote(Output._meta.db_table), quote(Example._meta.db_table)
+    done = ", ".join(f"'{status}'" for status in _DONE_STATUSES)
+    return (
+        f"WITH fresh AS (INSERT INTO {quote(OutputLock._meta.db_table)} (output_id, locked_at) "
+        f"SELECT e.output_id, %s FROM {example} AS e WHERE e.id = ANY(%s) "
+        "ON CONFLICT (output_id) DO NOTHING RETURNING output_id) "
+        f"SELECT o.id, NOT (o.status IN ({done}) AND o.resolution = e.label "
+        "AND (o.resolved_at = e.resolved_at OR (o.resolved_at IS NULL AND e.resolved_at IS NULL))) "
+        f"FROM fresh JOIN {output} AS o ON o.id = fresh.output_id "
+        f"JOIN {example} AS e ON e.output_id = o.id ORDER BY o.id FOR SHARE OF o"
+    )
+
+
 _MEMBER_COLUMNS = [
     "version_id",
     "example_id",
@@ -1113,6 +1120,31 @@ _MEMBER_COLUMNS = [
     "label",
     "content_hash",
 ]
+
+
+def _member_rows(*, version_id: int, items: list[pipeline.Item]) -> list[list[Any]]:
+    """The membership rows in `_MEMBER_COLUMNS` order: each split by content hash."""
+    rows: list[list[Any]] = []
+    for split in ("train", "eval"):
+        members = sorted(
+            (item for item in items if item.split == split),
+            key=lambda it: (it.content_hash, it.example_id),
+        )
+        rows.extend(
+            [
+                version_id,
+                item.example_id,
+                split,
+                position,
+                item.messages if item.edited else None,
+                item.rejected_text,
+                item.weight,
+                item.label,
+                item.content_hash,
+            ]
+            for position, item in enumerate(members)
+        )
+    return rows
 
 
 @transaction.atomic
@@ -1132,41 +1164,33 @@ def _dataset_version_finish(
             # The lock and check statements join 100,000 ids: compiling them costs more than
             # it saves.
             cursor.execute("SET LOCAL jit = off")
-    rows: list[list[Any]] = []
-    for split in ("train", "eval"):
-        members = sorted(
-            (item for item in items if item.split == split),
-            key=lambda it: (it.content_hash, it.example_id),
-        )
-        rows.extend(
-            [
-                version.pk,
-                item.example_id,
-                split,
-                position,
-                item.messages if item.edited else None,
-                item.rejected_text,
-                item.weight,
-                item.label,
-                item.content_hash,
-            ]
-            for position, item in enumerate(members)
-        )
-    insert_tuples(DatasetVersionExample, _MEMBER_COLUMNS, rows)
-    del rows
     now = timezone.now()
     # An example's output, label and resolution time never change (a re-resolved output gets a
     # new example), and the example cannot be deleted under a membership, so the outputs the
-    # examples name now are the ones they were made from.
-    # Outputs locked before are as their examples say: a locked output's reviews cannot be
-    # undone, so only the ones locked now are checked.
-    newly_locked = _lock_outputs(example_ids=sorted(item.example_id for item in items), now=now)
-    changed_ids = _outputs_changed(output_ids=newly_locked)[:5] if newly_locked else []
+    # examples name now are the ones they were made from. Outputs locked before are as their
+    # examples say (a locked output's reviews cannot be undone): only those locked now are
+    # checked.
+    example_ids = sorted(item.example_id for item in items)
+    if connection.vendor == "postgresql":
+        # Sent before the membership rows are built (psycopg's pipeline mode), so that the
+        # database locks and checks while this process builds them.
+        raw = connection.connection
+        with raw.pipeline(), raw.cursor() as cursor:
+            cursor.execute(_lock_and_check_sql(), [now, example_ids])
+            rows = _member_rows(version_id=version.pk, items=items)
+            changed_ids = [pk for pk, changed in cursor.fetchall() if changed]
+    else:
+        newly_locked = _lock_outputs(example_ids=example_ids, now=now)
+        changed_ids = _outputs_changed(output_ids=newly_locked) if newly_locked else []
+        rows = _member_rows(version_id=version.pk, items=items)
     if changed_ids:
+        shown = ", ".join(map(str, changed_ids[:5]))
         raise SourceChanged(
-            f"Outputs {', '.join(map(str, changed_ids))} changed during the build; build again.",
-            extra={"outputs": changed_ids},
+            f"Outputs {shown} changed during the build; build again.",
+            extra={"outputs": changed_ids[:5]},
         )
+    insert_tuples(DatasetVersionExample, _MEMBER_COLUMNS, rows)
+    del rows
     dataset_version_transition(
         version=version,
         to=DatasetVersion.Status.READY,

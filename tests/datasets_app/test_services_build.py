@@ -306,18 +306,20 @@ def test_an_undo_racing_the_build_waits_for_it_and_is_then_refused(resolved, eng
         finally:
             connection.close()
 
-    real_check = services._outputs_changed
+    real_insert = services.insert_tuples
 
-    def check_while_an_undo_arrives(*, output_ids):
-        assert main_connection.in_atomic_block and raced.pk in output_ids
+    def write_members_while_an_undo_arrives(model, names, rows):
+        # The outputs are locked and checked by now; the build's transaction is still open.
+        assert main_connection.in_atomic_block
+        assert OutputLock.objects.filter(output=raced).exists()  # seen by this transaction
         racer = threading.Thread(target=undo)
         racer.start()
         racer.join(timeout=1.0)
         outcome["waited"] = racer.is_alive()  # blocked on the output row the build locked
         outcome["racer"] = racer
-        return real_check(output_ids=output_ids)
+        return real_insert(model, names, rows)
 
-    monkeypatch.setattr(services, "_outputs_changed", check_while_an_undo_arrives)
+    monkeypatch.setattr(services, "insert_tuples", write_members_while_an_undo_arrives)
     version = services.dataset_version_build(user=engineer, name="race", seed=1)
     outcome["racer"].join(timeout=10)
     assert version.status == DatasetVersion.Status.READY
