@@ -12,6 +12,11 @@ from django.db.models import Q
 class Example(models.Model):
     """One resolved output turned into a chat-form training example, with its provenance.
 
+    The provenance is relational, not a copy: the output (PROTECTed), that output's reviews
+    and reviewers (never deleted; once a version uses the example its output is locked, so no
+    review can be undone), the queue and routing rule, and the resolution time below.
+    `training_app.compliance.example_lineage` reads it back.
+
     `messages` is the raw chat form (the output's input messages, then an assistant message
     with the final text) before any quality step; each dataset version stores its own processed
     copy, so a pipeline change never rewrites an example. Rejected outputs are kept as
@@ -67,9 +72,6 @@ class Example(models.Model):
     model_version = models.CharField(max_length=100, blank=True)
     tags = models.JSONField(default=list, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
-    provenance = models.JSONField(
-        default=dict, help_text="Output, every live review and reviewer, queue, rule, times."
-    )
     output_updated_at = models.DateTimeField(help_text="Output.updated_at when last synced.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -414,31 +414,6 @@ def _example_from(row: dict[str, Any], reviews: list[dict[str, Any]]) -> dict[st
         tags=list(row["tags"] or []),
         resolved_at=row["resolved_at"],
         output_updated_at=row["updated_at"],
-        provenance={
-            "output_id": row["id"],
-            "external_id": row["external_id"],
-            "source": row["source"],
-            "model": [row["model_name"], row["model_version"]],
-            "queue": row["queue__name"] or "",
-            "routing_rule": row["routing_rule__name"] or "",
-            "routing_reason": row["routing_reason"],
-            "status": row["status"],
-            "resolved_by": resolved_by,
-            "resolved_at": row["resolved_at"].isoformat() if row["resolved_at"] else None,
-            "reviews": [
-                {
-                    "id": r["id"],
-                    "reviewer": r["reviewer__username"],
-                    "reviewer_id": r["reviewer_id"],
-                    "queue": r["queue__name"],
-                    "stage": r["stage"],
-                    "decision": r["decision"],
-                    "guideline_version": r["guideline_version__version"],
-                    "at": r["created_at"].isoformat(),
-                }
-                for r in reviews
-            ],
-        },
     )
 
 
@@ -448,26 +423,12 @@ def _example_from(row: dict[str, Any], reviews: list[dict[str, Any]]) -> dict[st
 # this statement reproduces exactly are taken (an input that is a string, or a list whose
 # objects carry string roles and string or missing contents; tags a list); any other output
 # falls through to the Python path, which stays the reference: a test compares the two.
-_ISO_UTC = (
-    "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || CASE WHEN "
-    "extract(microseconds FROM {col})::bigint %% 1000000 <> 0 THEN "
-    "to_char({col} AT TIME ZONE 'UTC', '.US') ELSE '' END || '+00:00'"
-)  # datetime.isoformat() of an aware UTC time: microseconds only when not zero
-
-
 def _sync_sql() -> str:
-    from django.contrib.auth import get_user_model
-
-    from reviews.models import GuidelineVersion, Queue, RoutingRule
+    from reviews.models import Queue
 
     def table(model: type[models.Model]) -> str:
         return connection.ops.quote_name(model._meta.db_table)
 
-    user_model = get_user_model()
-    username_field = user_model._meta.get_field(user_model.USERNAME_FIELD)
-    assert isinstance(username_field, models.Field)
-    username = connection.ops.quote_name(str(username_field.column))
-    user_pk = connection.ops.quote_name(str(user_model._meta.pk.column))
     agreeing = " ".join(
         f"WHEN '{label}' THEN rv.n_{decision}" for label, decision in _DECISION_OF.items()
     )
@@ -475,13 +436,13 @@ def _sync_sql() -> str:
         f"count(*) FILTER (WHERE r.stage = 'review' AND r.decision = '{decision}') AS n_{decision}"
         for decision in _DECISION_OF.values()
     )
-    # The reviews are aggregated per output in one pass and hash-joined, not looked up and
-    # aggregated output by output (a lateral subquery: 100,000 index probes and aggregates).
+    # The reviews are counted per output in one pass and hash-joined, not looked up and
+    # counted output by output (a lateral subquery: 100,000 index probes and aggregates).
     return f"""
 INSERT INTO {table(Example)} (
   output_id, kind, label, resolved_by, unreviewed, lead_decided, reviewer_count, weight,
   messages, original_text, queue_id, queue_name, routing_rule_id, source, model_name,
-  model_version, tags, resolved_at, provenance, output_updated_at, created_at, updated_at)
+  model_version, tags, resolved_at, output_updated_at, created_at, updated_at)
 SELECT o.id,
   CASE WHEN o.resolution = 'rejected' THEN 'negative' ELSE 'positive' END,
   o.resolution, o.resolved_by, o.status = 'auto_accepted', o.resolved_by = 'lead',
@@ -503,30 +464,13 @@ SELECT o.id,
              ELSE o.final_output END)),
   o.output_text, o.queue_id, COALESCE(q.name, ''), o.routing_rule_id, o.source, o.model_name,
   o.model_version, CASE WHEN jsonb_typeof(o.tags) = 'array' THEN o.tags ELSE '[]' END,
-  o.resolved_at,
-  jsonb_build_object(
-    'output_id', o.id, 'external_id', o.external_id, 'source', o.source,
-    'model', jsonb_build_array(o.model_name, o.model_version),
-    'queue', COALESCE(q.name, ''), 'routing_rule', COALESCE(rr.name, ''),
-    'routing_reason', o.routing_reason, 'status', o.status, 'resolved_by', o.resolved_by,
-    'resolved_at', {_ISO_UTC.format(col="o.resolved_at")},
-    'reviews', COALESCE(rv.list, '[]')),
-  o.updated_at, %(now)s, %(now)s
+  o.resolved_at, o.updated_at, %(now)s, %(now)s
 FROM {table(Output)} o
 LEFT JOIN {table(Queue)} q ON q.id = o.queue_id
-LEFT JOIN {table(RoutingRule)} rr ON rr.id = o.routing_rule_id
 LEFT JOIN (
   SELECT r.output_id, {counts},
-         count(DISTINCT r.reviewer_id) FILTER (WHERE r.stage <> 'gold') AS reviewers,
-         jsonb_agg(jsonb_build_object(
-           'id', r.id, 'reviewer', u.{username}, 'reviewer_id', r.reviewer_id,
-           'queue', rq.name, 'stage', r.stage, 'decision', r.decision,
-           'guideline_version', g.version, 'at', {_ISO_UTC.format(col="r.created_at")})
-           ORDER BY r.created_at, r.id) AS list
+         count(DISTINCT r.reviewer_id) FILTER (WHERE r.stage <> 'gold') AS reviewers
   FROM {table(Review)} r
-  JOIN {table(user_model)} u ON u.{user_pk} = r.reviewer_id
-  JOIN {table(Queue)} rq ON rq.id = r.queue_id
-  LEFT JOIN {table(GuidelineVersion)} g ON g.id = r.guideline_version_id
   WHERE r.output_id = ANY(%(ids)s) AND r.undone_at IS NULL
   GROUP BY r.output_id
 ) rv ON rv.output_id = o.id
@@ -631,9 +575,8 @@ def examples_sync(*, progress: ProgressFn | None = None) -> SyncResult:
     total = len(todo_ids)
     columns = (
         "id", "status", "resolution", "resolved_by", "resolved_at", "final_output",
-        "output_text", "input", "queue_id", "queue__name", "routing_rule_id",
-        "routing_rule__name", "routing_reason", "source", "external_id", "model_name",
-        "model_version", "tags", "updated_at",
+        "output_text", "input", "queue_id", "queue__name", "routing_rule_id", "source",
+        "model_name", "model_version", "tags", "updated_at",
     )  # fmt: skip
     for start in range(0, total, SYNC_CHUNK):
         chunk_ids = todo_ids[start : start + SYNC_CHUNK]
@@ -646,21 +589,9 @@ def examples_sync(*, progress: ProgressFn | None = None) -> SyncResult:
         if not rows:
             continue
         by_output: dict[int, list[dict[str, Any]]] = {row["id"]: [] for row in rows}
-        review_rows = (
-            Review.objects.filter(output_id__in=list(by_output), undone_at__isnull=True)
-            .order_by("output_id", "created_at", "id")
-            .values(
-                "id",
-                "output_id",
-                "reviewer_id",
-                "reviewer__username",
-                "queue__name",
-                "stage",
-                "decision",
-                "guideline_version__version",
-                "created_at",
-            )
-        )
+        review_rows = Review.objects.filter(
+            output_id__in=list(by_output), undone_at__isnull=True
+        ).values("output_id", "reviewer_id", "stage", "decision")
         for review in review_rows:
             by_output[review["output_id"]].append(review)
         examples = [_example_from(row, by_output[row["id"]]) for row in rows]

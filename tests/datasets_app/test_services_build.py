@@ -10,6 +10,7 @@ from datasets_app.models import DatasetVersion, DatasetVersionExample, Example
 from datasets_app.selectors import dataset_version_rows
 from reviews.models import AuditEvent, Output, OutputLock, Review
 from reviews.services import audit_verify
+from training_app.compliance import example_lineage
 
 pytestmark = pytest.mark.django_db
 
@@ -89,11 +90,15 @@ def test_examples_keep_provenance_weight_and_lead_marks(resolved, engineer):
     consensus = by_output[outputs[5].pk]
     assert consensus.weight == 2.0 and consensus.reviewer_count == 2
     assert consensus.label == "corrected" and consensus.original_text == "No, fences are excluded."
-    assert [r["decision"] for r in consensus.provenance["reviews"]] == ["correct", "correct"]
-    assert consensus.provenance["queue"] == "support"
+    # Provenance is relational: the lineage reads the output's reviews and reviewers back.
+    lineage = example_lineage(example=consensus)
+    assert lineage["output"].pk == outputs[5].pk
+    assert [r.decision for r in lineage["reviews"]] == ["correct", "correct"]
+    assert len({r.reviewer_id for r in lineage["reviews"]}) == 2
+    assert consensus.queue_name == "support"
     lead = by_output[outputs[7].pk]
     assert lead.lead_decided and lead.weight == 1.0
-    assert {r["stage"] for r in lead.provenance["reviews"]} == {"review", "lead"}
+    assert {r.stage for r in example_lineage(example=lead)["reviews"]} == {"review", "lead"}
     rejected = by_output[outputs[6].pk]
     assert rejected.kind == Example.Kind.NEGATIVE
     assert services.examples_sync().created == 0  # idempotent
@@ -109,7 +114,7 @@ def test_auto_accepted_outputs_are_left_out_unless_asked_and_then_marked(resolve
     )
     assert both.counts["total"] == 2
     unreviewed = Example.objects.get(unreviewed=True)
-    assert unreviewed.weight == 0.5 and unreviewed.provenance["status"] == "auto_accepted"
+    assert unreviewed.weight == 0.5 and unreviewed.output.status == "auto_accepted"
 
 
 def test_filters_select_queues_tags_and_labels(resolved, engineer):
