@@ -12,6 +12,7 @@ deduplication) happens inside a transaction:
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
@@ -20,7 +21,8 @@ import os
 import re
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -746,6 +748,21 @@ def dataset_version_create(
     return version
 
 
+@contextmanager
+def _without_cycle_collection() -> Iterator[None]:
+    """A build makes millions of small objects (messages, items, rows) and frees them at the
+    end; none form reference cycles, yet the cyclic collector keeps scanning the growing heap
+    (a quarter of a 100,000-example build's Python time). Paused for the build, then back.
+    Process-wide: another thread's cycles wait until then, memory is freed as usual."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 class _LeaseLost(Exception):
     """This worker no longer holds the build: the sweeper gave it to another after its
     heartbeat went stale. The build stops without touching the version."""
@@ -1197,6 +1214,7 @@ def _dataset_version_claim(version_id: int) -> str | None:
     return token if claimed == 1 else None
 
 
+@_without_cycle_collection()
 def dataset_version_run(
     *,
     version_id: int,

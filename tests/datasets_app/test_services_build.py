@@ -1,6 +1,8 @@
 """Building versions: examples and provenance, the pipeline end to end, immutability, the
 manifest, transactions and the audit trail."""
 
+import gc
+
 import pytest
 from django.db.models import ProtectedError
 
@@ -249,6 +251,20 @@ def test_an_inline_build_through_start_that_fails_writes_nothing(review_undone_m
     assert not DatasetVersion.objects.exists()
     assert not OutputLock.objects.exists()
     assert not AuditEvent.objects.filter(action__startswith="dataset_version").exists()
+
+
+def test_the_cycle_collector_pauses_for_a_build_and_resumes_after_it_even_on_failure(
+    review_undone_mid_build, engineer, monkeypatch
+):
+    seen = []
+    real = services.run_pipeline
+    monkeypatch.setattr(
+        services, "run_pipeline", lambda *a, **kw: seen.append(gc.isenabled()) or real(*a, **kw)
+    )
+    assert gc.isenabled()
+    with pytest.raises(SourceChanged):
+        services.dataset_version_build(user=engineer, name="support", seed=5)
+    assert seen == [False] and gc.isenabled()
 
 
 def test_a_redelivered_build_does_nothing(resolved, engineer):
