@@ -153,7 +153,7 @@ class DatasetVersionExample(models.Model):
         TRAIN = "train", "Train"
         EVAL = "eval", "Eval"
 
-    # No index of its own: both unique constraints below start with the version. No database
+    # No index of its own: the position constraint below starts with the version. No database
     # constraint either: members are written once, by the build, inside the transaction that
     # holds the version's row lock and marks it ready, and a version is deleted only through
     # the ORM (which deletes its members first). Checking 100,000 rows against one version row
@@ -165,7 +165,11 @@ class DatasetVersionExample(models.Model):
         db_index=False,
         db_constraint=False,
     )
-    example = models.ForeignKey(Example, on_delete=models.PROTECT, related_name="memberships")
+    # Indexed by the (example, version) constraint below, which also answers "which versions
+    # use this example" (each index costs a build ~0.4 s per 100,000 members).
+    example = models.ForeignKey(
+        Example, on_delete=models.PROTECT, related_name="memberships", db_index=False
+    )
     split = models.CharField(max_length=8, choices=Split.choices)
     position = models.PositiveIntegerField(help_text="Order within the split.")
     # Null when the pipeline left the example's own messages as they were (most examples): the
@@ -186,7 +190,7 @@ class DatasetVersionExample(models.Model):
     class Meta:
         ordering = ["version", "split", "position"]
         constraints = [
-            models.UniqueConstraint(fields=["version", "example"], name="dataset_member_unique"),
+            models.UniqueConstraint(fields=["example", "version"], name="dataset_member_unique"),
             models.UniqueConstraint(
                 fields=["version", "split", "position"], name="dataset_member_position"
             ),
