@@ -769,15 +769,33 @@ def _intersections(
     return out
 
 
+# ASCII text: the word characters are [A-Za-z0-9_] exactly as \w matches them there, and
+# casefolding is lowercasing. Every other byte but the separator becomes a space.
+_ASCII_WORDS = bytes(
+    c if chr(c).isalnum() or c in (ord("_"), 0) else ord(" ") for c in range(256)
+).lower()
+_SEPARATOR_BYTES = TEXT_SEPARATOR.encode("ascii")
+
+
+def _tokens(corpus: str) -> list[str] | list[bytes]:
+    """The casefolded words of the joined texts and each separator, in order: what
+    `_TOKEN_RE.findall(corpus.casefold())` gives. An ASCII corpus (the usual one) is split by
+    bytes.translate and bytes.split, five times faster than the regex."""
+    if corpus.isascii():
+        spaced = corpus.encode("ascii").replace(_SEPARATOR_BYTES, b" " + _SEPARATOR_BYTES + b" ")
+        return spaced.translate(_ASCII_WORDS).split()
+    return _TOKEN_RE.findall(corpus.casefold())
+
+
 def _word_numbers(texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
     """Each text's casefolded \\w+ words, numbered exactly (one dictionary, no hashing): the
-    number of words per text and all the numbers, texts in order. All texts are tokenized by
-    one regex call over the joined text (the separator is no word character)."""
-    number: defaultdict[str, int] = defaultdict(itertools.count().__next__)
+    number of words per text and all the numbers, texts in order. All texts are tokenized at
+    once over the joined text (the separator is no word character)."""
+    number: defaultdict[str | bytes, int] = defaultdict(itertools.count().__next__)
     corpus = TEXT_SEPARATOR.join(texts)
     if corpus.count(TEXT_SEPARATOR) == max(len(texts) - 1, 0):
-        number[TEXT_SEPARATOR]  # number 0
-        tokens = _TOKEN_RE.findall(corpus.casefold())
+        tokens = _tokens(corpus)
+        number[_SEPARATOR_BYTES if corpus.isascii() else TEXT_SEPARATOR]  # number 0
         ids = np.fromiter(map(number.__getitem__, tokens), dtype=np.int64, count=len(tokens))
         del tokens
         bounds = np.flatnonzero(ids == 0)

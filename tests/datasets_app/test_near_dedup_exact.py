@@ -136,3 +136,40 @@ def test_the_input_graph_equals_the_reference_on_generated_texts(ngram):
         assert graph.edges.keys() == edges.keys()
         for group, near in edges.items():
             assert graph.edges[group] == pytest.approx(near)
+
+
+def test_ascii_texts_are_tokenized_as_the_regex_does():
+    rng = random.Random(7)
+    alphabet = "aZ09_ .,;:-'\"!?()[]/\\\t\n\r\x0b\x0c\x01\x1f\x7f" + "abcXYZ" * 4
+    texts = ["", "A", "__", "x_y-z", "Tab\tand\nnew lines", "  lead and trail  "]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(40))) for _ in range(300)]
+    corpus = pipeline.TEXT_SEPARATOR.join(texts)
+    assert corpus.isascii()
+    regex = pipeline._TOKEN_RE.findall(corpus.casefold())
+    assert [t.decode("ascii") for t in pipeline._tokens(corpus)] == regex
+    # A corpus with one non-ASCII character takes the regex itself.
+    assert pipeline._tokens(corpus + "é") == pipeline._TOKEN_RE.findall((corpus + "é").casefold())
+
+
+@pytest.mark.parametrize("ngram", [1, 3])
+def test_the_input_graph_of_ascii_texts_equals_the_reference(ngram):
+    rng = random.Random(ngram)
+    texts = [" ".join(rng.choice(WORDS).title() for _ in range(rng.randrange(1, 12))) + "?"]
+    for _ in range(200):
+        words = rng.choice(texts).split()
+        words.insert(rng.randrange(len(words) + 1), rng.choice(WORDS))
+        texts.append(" ".join(words) if rng.random() < 0.6 else f"{rng.choice(WORDS)}_{len(texts)}")
+    items = [
+        pipeline.Item(
+            example_id=i,
+            messages=[{"role": "user", "content": t}, {"role": "assistant", "content": "x"}],
+            label="approved",
+            weight=1.0,
+        )
+        for i, t in enumerate(texts)
+    ]
+    graph = pipeline.build_input_graph(items, threshold=0.6, ngram=ngram)
+    group_of, edges = reference_graph(items, 0.6, ngram)
+    assert graph.group_of == group_of and graph.edges.keys() == edges.keys() and edges
+    for group, near in edges.items():
+        assert graph.edges[group] == pytest.approx(near)
