@@ -106,6 +106,19 @@ def test_examples_keep_provenance_weight_and_lead_marks(resolved, engineer):
     assert services.examples_sync().created == 0  # idempotent
 
 
+def test_the_example_lineage_page_shows_its_whole_provenance(resolved, engineer, client):
+    outputs = crafted(resolved)
+    services.examples_sync()
+    example = Example.objects.get(output=outputs[5])
+    Output.objects.filter(pk=outputs[5].pk).update(routing_reason="confidence 0.31 < 0.5")
+    client.force_login(engineer)
+    page = client.get(f"/training/examples/{example.pk}/lineage/").content.decode()
+    reviewers = {r.reviewer.username for r in Review.objects.filter(output=outputs[5])}
+    assert len(reviewers) == 2 and all(name in page for name in reviewers)
+    assert "confidence 0.31 &lt; 0.5" in page and "support" in page
+    assert "2.0 (2 reviewers)" in page and "Guidelines" in page
+
+
 def test_auto_accepted_outputs_are_left_out_unless_asked_and_then_marked(resolved, engineer):
     resolved("A reviewed question about pets", "Reviewed.")
     resolved("An unreviewed question about boats", "Auto.", status=Output.Status.AUTO_ACCEPTED)
