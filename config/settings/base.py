@@ -228,6 +228,8 @@ SIGNOFF_GOVERNANCE = {
     "LOWER_IS_BETTER": ["eval_loss", "perplexity"],
     # The model server (`manage.py serve_models`); the web process only talks HTTP to it.
     "SERVING_URL": os.environ.get("SIGNOFF_SERVING_URL", "http://127.0.0.1:8765"),
+    # The secret the web process shows it (empty: one derived from SECRET_KEY).
+    "SERVING_TOKEN": os.environ.get("SIGNOFF_SERVING_TOKEN", ""),
     "SERVING_TIMEOUT_SECONDS": float(os.environ.get("SIGNOFF_SERVING_TIMEOUT", 120)),
     "GENERATE_MAX_NEW_TOKENS": 96,
     "PROMPT_MAX_CHARS": 4000,

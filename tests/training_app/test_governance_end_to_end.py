@@ -222,6 +222,24 @@ def test_generate_answers_with_the_live_version_and_routes_the_answer(
     assert refused.status_code == 409 and refused.json()["code"] == "artifact_tampered"
 
 
+def test_the_model_server_answers_only_whoever_shows_the_web_process_secret(model_server):
+    import urllib.error
+    import urllib.request
+
+    from training_app.serving.client import ServerRefused, call
+
+    body = {"version_id": "00000000-0000-0000-0000-000000000000", "messages": []}
+    bare = urllib.request.Request(
+        model_server + "/generate", data=json.dumps(body).encode(), method="POST"
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(bare, timeout=5)
+    assert refused.value.code == 401
+    with pytest.raises(ServerRefused) as wrong:
+        call(model_server, "/generate", body, timeout=5, token="guessed")
+    assert wrong.value.status == 401 and "web process only" in str(wrong.value)
+
+
 @pytest.mark.django_db
 def test_generate_is_503_when_the_model_server_is_not_running(
     api, personas, settings, tmp_path, make_dataset_version, tiny_base_model, training_dirs

@@ -4,6 +4,7 @@ answers prompts over HTTP. Runs as `manage.py serve_models`, never inside the we
 Loading checks the adapter files against the version's SHA-256 manifest and the base weights
 against the registered hashes, and loads safetensors only (pickled weights are refused)."""
 
+import hmac
 import json
 import logging
 import math
@@ -20,6 +21,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from config.errors import ApplicationError
+
+from .client import serving_token
 
 # Statuses whose adapters this server may answer with (rollback returns a version to approved).
 SERVABLE = {"approved", "deployed"}
@@ -196,6 +199,11 @@ def make_handler(cache: ModelCache) -> type[BaseHTTPRequestHandler]:
 
             if self.path != "/generate":
                 return self._send(404, {"detail": "not found"})
+            shown = self.headers.get("Authorization", "")
+            if not hmac.compare_digest(shown.encode(), f"Bearer {serving_token()}".encode()):
+                return self._send(
+                    401, {"detail": "the model server answers the Signoff web process only"}
+                )
             close_old_connections()
             try:
                 length = int(self.headers.get("Content-Length") or 0)
