@@ -14,8 +14,7 @@ questions, with ~4 % exact duplicates (differing in case and spaces), ~3 % near 
 consensus of two reviewers, plus 2 % rejected (negatives). The build is timed end to end: the
 sync that turns outputs into examples, loading candidates, every pipeline step, the manifest,
 and the one transaction that writes the version. The builds run in a process of their own, as
-in a worker: the one that made the 100,000 outputs (ORM objects by the million) has a heap that
-slowed what ran after it by 1-2 s.
+in a worker, not in the one that just made the outputs (ORM objects by the million).
 """
 
 import argparse

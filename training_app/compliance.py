@@ -376,7 +376,7 @@ def compliance_archive(*, version: ModelVersion) -> bytes:
 
 def example_lineage(*, example: Example) -> dict[str, Any]:
     """From an example back to its output and reviews, and on to the versions trained on it."""
-    output = Output.objects.select_related("routing_rule").get(pk=example.output_id)
+    output = example.output
     reviews = list(
         output.reviews.select_related("reviewer", "queue", "guideline_version").order_by(
             "created_at", "id"

@@ -334,7 +334,9 @@ def lineage(request, version_id):
 def example_lineage_view(request, example_id):
     """An example back to its original output and reviews, and on to every version using it."""
     _viewer(request)
-    example = get_object_or_404(Example.objects.select_related("output"), pk=example_id)
+    example = get_object_or_404(
+        Example.objects.select_related("output__routing_rule"), pk=example_id
+    )
     return render(
         request,
         "training_app/example_lineage.html",
