@@ -89,6 +89,19 @@ def reference_graph(items, threshold, ngram):
     return group_of, dict(edges)
 
 
+def prompt_items(texts):
+    """One item per text, the text as its user prompt."""
+    return [
+        pipeline.Item(
+            example_id=i,
+            messages=[{"role": "user", "content": t}, {"role": "assistant", "content": "x"}],
+            label="approved",
+            weight=1.0,
+        )
+        for i, t in enumerate(texts)
+    ]
+
+
 WORDS = [
     "claim",
     "cover",
@@ -120,15 +133,7 @@ def test_the_input_graph_equals_the_reference_on_generated_texts(ngram):
             length = rng.choice([0, 1, 2, 3, 4, 8, 15, 30])
             texts.append(" ".join(rng.choice(WORDS) for _ in range(length)) + f" ref {n % 7}")
     texts += ["", "one", "one two", "Ünïcode wörds", "ünïcode WÖRDS", "a-b c_d", "a b c d"]
-    items = [
-        pipeline.Item(
-            example_id=i,
-            messages=[{"role": "user", "content": t}, {"role": "assistant", "content": "x"}],
-            label="approved",
-            weight=1.0,
-        )
-        for i, t in enumerate(texts)
-    ]
+    items = prompt_items(texts)
     for threshold in (0.5, 0.8, 0.95):
         graph = pipeline.build_input_graph(items, threshold=threshold, ngram=ngram)
         group_of, edges = reference_graph(items, threshold, ngram)
@@ -161,15 +166,7 @@ def test_the_input_graph_of_ascii_texts_equals_the_reference(ngram):
         words = rng.choice(texts).split()
         words.insert(rng.randrange(len(words) + 1), rng.choice(WORDS))
         texts.append(" ".join(words) if rng.random() < 0.6 else f"{rng.choice(WORDS)}_{len(texts)}")
-    items = [
-        pipeline.Item(
-            example_id=i,
-            messages=[{"role": "user", "content": t}, {"role": "assistant", "content": "x"}],
-            label="approved",
-            weight=1.0,
-        )
-        for i, t in enumerate(texts)
-    ]
+    items = prompt_items(texts)
     graph = pipeline.build_input_graph(items, threshold=0.6, ngram=ngram)
     group_of, edges = reference_graph(items, 0.6, ngram)
     assert graph.group_of == group_of and graph.edges.keys() == edges.keys() and edges
