@@ -18,7 +18,7 @@ from datasets_app.selectors import dataset_version_card
 from reviews.errors import AuditChainBroken
 from reviews.models import AuditEvent, Output, Review
 from reviews.selectors import cohens_kappa
-from reviews.services import audit_verify
+from reviews.services import audit_verified_head
 
 from .errors import ArtifactTampered
 from .models import Deployment, ModelVersion, SignoffRequest
@@ -228,6 +228,8 @@ def _approvals(version: ModelVersion) -> list[dict[str, Any]]:
                     "override_reason": a.override_reason,
                     "gate_passed": a.gate.get("passed"),
                     "gate_problems": a.gate.get("problems", []),
+                    # Absent from gates recorded before the gate named its comparison.
+                    "gate_compared_with": a.gate.get("compared_with"),
                     "at": _iso(a.created_at),
                 }
                 for a in r.approvals.all()
@@ -262,10 +264,25 @@ def _deployments(version: ModelVersion) -> list[dict[str, Any]]:
 
 def _audit_chain(version: ModelVersion) -> dict[str, Any]:
     try:
-        count = audit_verify()
-        status = {"verified": True, "events": count, "broken_at": None, "problem": ""}
+        # The head lets an auditor anchor this report to the log later
+        # (`manage.py verify_audit --head SEQ:HASH` or `--report`).
+        head = audit_verified_head()
+        status = {
+            "verified": True,
+            "events": head["seq"],
+            "head": head,
+            "broken_at": None,
+            "problem": "",
+        }
     except AuditChainBroken as exc:
-        status = {"verified": False, "events": None, "broken_at": exc.seq, "problem": str(exc)}
+        # No head: one taken from a broken chain would vouch for events that do not hold.
+        status = {
+            "verified": False,
+            "events": None,
+            "head": None,
+            "broken_at": exc.seq,
+            "problem": str(exc),
+        }
     ids = [str(version.pk), str(version.run_id)]
     events = AuditEvent.objects.filter(object_id__in=ids).order_by("seq")
     status["version_events"] = [

@@ -1,6 +1,12 @@
 """Every write of the review loop: `from reviews.services import review_submit`."""
 
-from .audit import audit_append, audit_append_many, audit_verify
+from .audit import (
+    audit_append,
+    audit_append_many,
+    audit_verified_head,
+    audit_verify,
+    audit_verify_against_head,
+)
 from .decisions import output_mark_gold, review_submit
 from .ingest import IngestResult, outputs_ingest, validate_batch
 from .leases import lease_release, lease_renew, queue_claim_next
@@ -13,7 +19,9 @@ __all__ = [
     "Router",
     "audit_append",
     "audit_append_many",
+    "audit_verified_head",
     "audit_verify",
+    "audit_verify_against_head",
     "default_queue",
     "escalation_queue",
     "guidelines_publish",

@@ -1,4 +1,5 @@
-"""The hash-chained audit log: append inside the caller's transaction, verify the whole chain."""
+"""The hash-chained audit log: append inside the caller's transaction, verify the whole chain,
+and check it against a head (sequence number and hash) taken earlier."""
 
 import hashlib
 import json
@@ -8,6 +9,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from ..errors import AuditChainBroken
@@ -135,9 +137,60 @@ def audit_verify() -> int:
 
     Raises AuditChainBroken naming the first event (by sequence number) that does not hold.
     """
+    last = _chain_verify()
+    return last.seq if last is not None else 0
+
+
+def audit_verified_head() -> dict[str, Any]:
+    """Verify the whole chain (as audit_verify) and return its head: the sequence number and
+    hash of the last event verified, when that event was written and when it was verified.
+
+    A report that carries the head lets an auditor check later, with audit_verify_against_head,
+    that the log still holds every event up to it unchanged: the hash of event #seq commits to
+    every event before it."""
+    last = _chain_verify()
+    return {
+        "seq": last.seq if last is not None else 0,
+        "hash": last.hash if last is not None else GENESIS_HASH,
+        "event_at": last.created_at.isoformat() if last is not None else None,
+        "verified_at": timezone.now().isoformat(),
+    }
+
+
+def audit_verify_against_head(*, seq: int, head_hash: str) -> int:
+    """Check the log against a head taken earlier (from a compliance report): event #`seq`
+    must still exist with hash `head_hash`, then the whole chain must verify. Returns the
+    number of events.
+
+    The chain alone cannot tell a log rewritten with every hash recomputed from the original;
+    the head, kept outside the database, can. Raises AuditChainBroken naming event #`seq` when
+    it is missing (the log was truncated) or has another hash (the log was rewritten)."""
+    head_hash = head_hash.strip().lower()
+    if seq != 0 or head_hash != GENESIS_HASH:  # the empty log's head names no event
+        event = AuditEvent.objects.filter(seq=seq).only("hash").first()
+        if event is None:
+            last = AuditEvent.objects.aggregate(last=Max("seq"))["last"] or 0
+            raise AuditChainBroken(
+                seq,
+                f"event #{seq} named by the head is missing (the log ends at #{last}): "
+                "the log was truncated since the head was taken",
+            )
+        if event.hash != head_hash:
+            raise AuditChainBroken(
+                seq,
+                f"event #{seq} has hash {event.hash[:16]}… but the head recorded "
+                f"{head_hash[:16]}…: the log was rewritten since the head was taken",
+            )
+    return audit_verify()
+
+
+def _chain_verify() -> AuditEvent | None:
+    """Check every link of the chain and the published head; return the last event (None for
+    an empty log). Raises AuditChainBroken naming the first event that does not hold."""
     expected_prev = GENESIS_HASH
     expected_seq = 1
     count = 0
+    last = None
     for event in _events_in_order():
         if event.seq != expected_seq:
             raise AuditChainBroken(
@@ -161,6 +214,7 @@ def audit_verify() -> int:
         expected_prev = event.hash
         expected_seq += 1
         count += 1
+        last = event
     head = AuditHead.objects.filter(pk=1).first()
     head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
     if head_seq > count:
@@ -179,7 +233,7 @@ def audit_verify() -> int:
         raise AuditChainBroken(
             count, f"the published head does not match event #{count}: the head was altered"
         )
-    return count
+    return last
 
 
 def _recomputed_hash(event: AuditEvent) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from reviews.models import AuditEvent
 from reviews.services import audit_verify
-from training_app.models import Approval, Channel, Deployment, Evaluation, ModelVersion
+from training_app.models import Approval, Channel, Deployment, ModelVersion
 from training_app.services import channel_deploy, signoff_decide, signoff_request_create
 
 from .governance_helpers import finish_evaluations, make_channel, make_version
@@ -71,9 +71,10 @@ def test_ml_engineers_and_admins_put_a_version_forward(api, personas, version, c
     assert answer.status_code == 201, answer.json()
     body = answer.json()
     assert body["status"] == "open" and body["channel"] == "production"
-    # Nothing live: one comparison, on the channel's regression set, against the base.
-    assert [(e["split"], e["against"]) for e in body["evaluations"]] == [
-        ("regression", "base model")
+    # Nothing live: the eval split and the channel's regression set, against the base.
+    assert sorted((e["split"], e["against"]) for e in body["evaluations"]) == [
+        ("eval", "base model"),
+        ("regression", "base model"),
     ]
     version.refresh_from_db()
     assert version.status == "awaiting_signoff"
@@ -117,7 +118,7 @@ def test_it_compares_with_the_live_version_on_eval_split_and_regression_set(
 
 def test_an_approver_approves_with_a_comment(api, personas, version, channel):
     request_id = request_signoff(api, personas["ml_engineer"], version).json()["id"]
-    finish_evaluations(Evaluation.objects.get(version=version).signoff_request)
+    finish_evaluations(version.signoff_requests.get())
     assert decide(api, personas["approver"], request_id, comment="  ").json()["field"] == "comment"
     answer = decide(api, personas["approver"], request_id)
     assert answer.status_code == 201, answer.json()
@@ -134,7 +135,7 @@ def test_an_approver_approves_with_a_comment(api, personas, version, channel):
 @pytest.mark.parametrize("role", NOT_APPROVERS)
 def test_every_other_role_is_refused_approving(api, personas, version, channel, role):
     request_id = request_signoff(api, personas["ml_engineer"], version).json()["id"]
-    finish_evaluations(Evaluation.objects.get(version=version).signoff_request)
+    finish_evaluations(version.signoff_requests.get())
     assert decide(api, personas[role], request_id).status_code == 403
     assert not Approval.objects.exists()
 
@@ -143,7 +144,7 @@ def test_whoever_launched_the_run_cannot_approve_it(api, personas, version, chan
     launcher = personas["ml_engineer"]
     grant(launcher, roles["approver"])
     request_id = request_signoff(api, launcher, version).json()["id"]
-    finish_evaluations(Evaluation.objects.get(version=version).signoff_request)
+    finish_evaluations(version.signoff_requests.get())
     answer = decide(api, launcher, request_id)
     assert answer.status_code == 403 and answer.json()["code"] == "separation_of_duties"
     version.refresh_from_db()
@@ -154,7 +155,7 @@ def test_whoever_built_the_dataset_cannot_approve_it(api, personas, version, cha
     builder = version.dataset_version.created_by
     grant(builder, roles["approver"])
     request_id = request_signoff(api, personas["ml_engineer"], version).json()["id"]
-    finish_evaluations(Evaluation.objects.get(version=version).signoff_request)
+    finish_evaluations(version.signoff_requests.get())
     answer = decide(api, builder, request_id)
     assert answer.status_code == 403 and "dataset" in answer.json()["detail"]
 
@@ -162,7 +163,7 @@ def test_whoever_built_the_dataset_cannot_approve_it(api, personas, version, cha
 def test_a_policy_of_two_approvals_needs_two_different_approvers(api, personas, version, make_user):
     make_channel("production", approvals_required=2)
     request_id = request_signoff(api, personas["ml_engineer"], version).json()["id"]
-    finish_evaluations(Evaluation.objects.get(version=version).signoff_request)
+    finish_evaluations(version.signoff_requests.get())
     assert decide(api, personas["approver"], request_id).json()["status"] == "open"
     again = decide(api, personas["approver"], request_id)
     assert again.status_code == 409

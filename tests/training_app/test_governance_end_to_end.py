@@ -26,6 +26,7 @@ from training_app.services import (
     training_run_execute,
 )
 
+from ..waiting import REQUEST_SECONDS
 from .governance_helpers import make_channel, make_version
 
 TINY = {
@@ -82,11 +83,16 @@ def test_the_compliance_report_of_a_version_built_from_reviewed_outputs(
 
     channel = make_channel("production")
     request = signoff_request_create(user=launcher, version=version, channel=channel, enqueue=False)
-    evaluation = Evaluation.objects.get(signoff_request=request)
-    evaluation_execute(evaluation_id=evaluation.pk, owner="test")
-    evaluation.refresh_from_db()
-    assert evaluation.status == "done" and evaluation.split == "regression"
-    assert evaluation.metrics["examples"] == 2 and len(evaluation.samples) == 2
+    # The channel's first release: compared with the bare base on both splits.
+    for evaluation in Evaluation.objects.filter(signoff_request=request):
+        evaluation_execute(evaluation_id=evaluation.pk, owner="test")
+    evaluations = {e.split: e for e in Evaluation.objects.filter(signoff_request=request)}
+    assert {(split, e.status, e.reference_id) for split, e in evaluations.items()} == {
+        ("eval", "done", None),
+        ("regression", "done", None),
+    }
+    regression = evaluations["regression"]
+    assert regression.metrics["examples"] == 2 and len(regression.samples) == 2
     signoff_decide(
         user=personas["approver"], request=request, decision="approve", comment="Read it."
     )
@@ -114,6 +120,7 @@ def test_the_compliance_report_of_a_version_built_from_reviewed_outputs(
     assert {e["split"] for e in report["evaluations"]} == {"eval", "regression"}
     decision = report["approvals"][0]["decisions"][0]
     assert decision["approver"] == "approver" and decision["comment"] == "Read it."
+    assert decision["gate_compared_with"]["kind"] == "base"
     assert report["deployments"][0]["action"] == "deploy"
     assert report["audit_chain"]["verified"] is True
     assert "model_version.deployed" in {
@@ -153,7 +160,12 @@ def model_server(settings):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    settings.SIGNOFF_GOVERNANCE = {**settings.SIGNOFF_GOVERNANCE, "SERVING_URL": url}
+    settings.SIGNOFF_GOVERNANCE = {
+        **settings.SIGNOFF_GOVERNANCE,
+        "SERVING_URL": url,
+        # The web side's wait for an answer: a first answer loads the model, slow under load.
+        "SERVING_TIMEOUT_SECONDS": REQUEST_SECONDS,
+    }
     yield url
     server.shutdown()
     server.server_close()
@@ -210,7 +222,7 @@ def test_generate_answers_with_the_live_version_and_routes_the_answer(
     assert output.metadata["model_version_id"] == str(version.pk)
     assert output.routing_reason and (output.queue_id or output.status == "auto_accepted")
     assert Output.objects.filter(source="channel:production").count() == 2
-    health = call(model_server, "/health", None, timeout=5)
+    health = call(model_server, "/health", None, timeout=REQUEST_SECONDS)
     assert health["loaded"] == [str(version.pk)] and health["loads"] == 1  # loaded once
 
     # Tampered after deployment: the server refuses to load it.
@@ -233,10 +245,10 @@ def test_the_model_server_answers_only_whoever_shows_the_web_process_secret(mode
         model_server + "/generate", data=json.dumps(body).encode(), method="POST"
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(bare, timeout=5)
+        urllib.request.urlopen(bare, timeout=REQUEST_SECONDS)
     assert refused.value.code == 401
     with pytest.raises(ServerRefused) as wrong:
-        call(model_server, "/generate", body, timeout=5, token="guessed")
+        call(model_server, "/generate", body, timeout=REQUEST_SECONDS, token="guessed")
     assert wrong.value.status == 401 and "web process only" in str(wrong.value)
 
 

@@ -1,5 +1,6 @@
-"""Sign-off: a version is put forward for one channel, evaluated against what is live there,
-and approved or rejected by approvers under the channel's policy.
+"""Sign-off: a version is put forward for one channel, evaluated against what is live there
+(or, for the channel's first release, against what it was trained from), and approved or
+rejected by approvers under the channel's policy.
 
 Separation of duties, the regression gate and the comment rules live here, so the pages, the
 API and anything else that approves go through the same checks."""
@@ -59,7 +60,8 @@ def signoff_request_create(
     enqueue: bool = True,
 ) -> SignoffRequest:
     """Put `version` forward for `channel`, and queue its comparisons with the version live
-    there (eval split and the channel's regression set) as evaluation jobs."""
+    there (eval split and the channel's regression set) as evaluation jobs; with nothing live,
+    the same comparisons with its parent (or the bare base model)."""
     if not can_request_signoff(user):
         raise GovernanceForbidden("Only ML engineers and admins put versions forward.")
     with transaction.atomic():
@@ -114,7 +116,10 @@ def signoff_request_create(
             },
         )
         comparable = live is not None and live.base_model_id == version.base_model_id
-        if comparable:
+        if comparable or live is None:
+            # With nothing live, a first release is held to what it was trained from (its
+            # parent, else the bare base model: evaluation_request's default) on both splits,
+            # so the gate never passes for want of something to compare with.
             evaluation_request(
                 user=user,
                 version=version,
@@ -137,15 +142,49 @@ def signoff_request_create(
     return request
 
 
+def _gate_comparison(*, request: SignoffRequest) -> dict[str, Any]:
+    """What the gate compares the candidate with: the version live on the channel when the
+    request was made, else what the candidate was trained from (its parent, else the bare
+    base model), which signoff_request_create queued the comparisons against.
+
+    `reference_id` is the Evaluation.reference of those comparisons (None: the bare base)."""
+    live = request.live_version
+    if live is not None:
+        return {
+            "kind": "live",
+            "name": live.name,
+            "label": f"the live version {live.name}",
+            "reference_id": live.pk,
+        }
+    version = request.version
+    if version.parent_id is not None:
+        return {
+            "kind": "base",
+            "name": version.parent.name,
+            "label": f"its parent version {version.parent.name}",
+            "reference_id": version.parent_id,
+        }
+    return {
+        "kind": "base",
+        "name": version.base_model.name,
+        "label": f"the base model {version.base_model.name}",
+        "reference_id": None,
+    }
+
+
 def signoff_gate(*, request: SignoffRequest) -> dict[str, Any]:
     """The regression gate for `request`: the candidate against the live version it was put
-    forward against, on every gated metric, on the eval split and the regression set."""
+    forward against (with nothing live, against its parent or the bare base model), on every
+    gated metric, on the eval split and the regression set."""
     evaluations = list(request.evaluations.select_related("reference"))
     pending = [e for e in evaluations if e.status in (Evaluation.Status.QUEUED, "running")]
     failed = [e for e in evaluations if e.status == Evaluation.Status.FAILED]
     live = request.live_version
+    compared = _gate_comparison(request=request)
+    reference_id = compared.pop("reference_id")
     result: dict[str, Any] = {
         "live_version": live.name if live else None,
+        "compared_with": compared,
         "tolerances": request.policy.get("gate", {}),
         "pending": len(pending),
         "failed_evaluations": [
@@ -154,28 +193,37 @@ def signoff_gate(*, request: SignoffRequest) -> dict[str, Any]:
         "checks": [],
         "problems": [],
     }
+    comparisons = [
+        {
+            "split": e.split,
+            "candidate": e.metrics.get("candidate", {}),
+            "live": e.metrics.get("reference", {}),
+        }
+        for e in evaluations
+        if e.status == Evaluation.Status.DONE and e.reference_id == reference_id
+    ]
     if live is None:
-        result["note"] = "Nothing is live on the channel: there is nothing to regress from."
-    else:
-        comparisons = [
-            {
-                "split": e.split,
-                "candidate": e.metrics.get("candidate", {}),
-                "live": e.metrics.get("reference", {}),
-            }
-            for e in evaluations
-            if e.status == Evaluation.Status.DONE and e.reference_id == live.pk
-        ]
-        if live.base_model_id != request.version.base_model_id:
-            result["problems"].append("The live version has another base model: not comparable.")
-        elif not comparisons and not pending:
-            result["problems"].append("No finished comparison with the live version.")
-        result["checks"] = gate_check(tolerances=result["tolerances"], comparisons=comparisons)
+        result["note"] = (
+            f"Nothing is live on the channel: the candidate is compared with {compared['label']}."
+        )
+        if not comparisons and not pending:
+            # Only a request made before first releases were compared gets here: no
+            # comparison is not a pass, the approver overrides with a reason if it must go.
+            result["problems"].append(
+                f"No finished comparison with {compared['label']}: there was nothing to "
+                "compare against."
+            )
+    elif live.base_model_id != request.version.base_model_id:
+        result["problems"].append("The live version has another base model: not comparable.")
+        comparisons = []
+    elif not comparisons and not pending:
+        result["problems"].append("No finished comparison with the live version.")
+    result["checks"] = gate_check(tolerances=result["tolerances"], comparisons=comparisons)
     for check in result["checks"]:
         if not check["passed"]:
             result["problems"].append(
-                f"{check['metric']} on the {check['split']} split is worse than the live version "
-                f"by {check['worse_by']:.4f} (tolerance {check['tolerance']})"
+                f"{check['metric']} on the {check['split']} split is worse than "
+                f"{compared['label']} by {check['worse_by']:.4f} (tolerance {check['tolerance']})"
             )
     for e in failed:
         result["problems"].append(f"The {e.split} evaluation failed: {e.failure_reason}")
@@ -288,6 +336,7 @@ def signoff_decide(
                 "override": override,
                 "override_reason": override_reason,
                 "gate_passed": gate["passed"],
+                "gate_compared_with": gate["compared_with"],
                 "gate_problems": gate["problems"],
                 "approvals": approvals,
                 "required": required,
