@@ -121,15 +121,27 @@ def setup(url: str | None, *, reuse: bool, empty: bool = True) -> str:
     if reuse:
         reset_builds()
         return url
-    call_command("flush", interactive=False, verbosity=0)
+    _flush_scratch_database()
     call_command("bootstrap_roles", verbosity=0)
     return url
+
+
+def _flush_scratch_database() -> None:
+    """Empty the bench's own scratch database, audit log included: as its owner, the bench
+    lifts the log's append-only guard for the flush (docs/operations.md)."""
+    from django.core.management import call_command
+
+    from reviews.audit_guard import lift_audit_guard
+
+    with lift_audit_guard():
+        call_command("flush", interactive=False, verbosity=0)
 
 
 def reset_builds() -> None:
     """Keep the outputs; drop what a previous build made, so the next one starts alike: a
     first build again."""
     from datasets_app.models import DatasetVersion, DatasetVersionExample, Example
+    from reviews.audit_guard import lift_audit_guard
     from reviews.models import AuditEvent, AuditHead, OutputLock
 
     DatasetVersionExample.objects.all().delete()
@@ -137,7 +149,8 @@ def reset_builds() -> None:
     DatasetVersion.objects.all().delete()
     Example.objects.all().delete()
     OutputLock.objects.all().delete()
-    AuditEvent.objects.all().delete()
+    with lift_audit_guard():  # the bench owns its scratch database (docs/operations.md)
+        AuditEvent.objects.all().delete()
     AuditHead.objects.all().delete()
     _vacuum()
 
@@ -312,7 +325,7 @@ def measure(size: int, seed: int, *, reuse: bool, repeat: int) -> dict:
         fill_s = 0.0
         size = Output.objects.count()
     else:
-        call_command("flush", interactive=False, verbosity=0)
+        _flush_scratch_database()
         call_command("bootstrap_roles", verbosity=0)
         _, fill_s = fill(size, seed)
     load = os.getloadavg()

@@ -1,7 +1,8 @@
-"""Tampering with the audit log in raw SQL, the way someone with database access would, on
-SQLite and PostgreSQL alike: `manage.py verify_audit` must exit non-zero and name the first
-bad event in each case, and must pass the untouched chain (and a change that only rewrites
-how the same JSON is stored).
+"""Tampering with the audit log in raw SQL, the way someone with the table owner's rights would,
+on SQLite and PostgreSQL alike: after lifting the log's append-only guard, which refuses these
+statements from the application (tests/reviews/test_audit_append_only.py). `manage.py
+verify_audit` must exit non-zero and name the first bad event in each case, and must pass the
+untouched chain (and a change that only rewrites how the same JSON is stored).
 
 tests/reviews/test_audit.py covers the service through the ORM; here every change is a plain
 SQL statement, the command runs as `manage.py` runs it (exit code included), and the API's
@@ -18,7 +19,7 @@ from reviews.models import AuditEvent
 from reviews.services import audit_append
 from reviews.services.audit import event_hash
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("audit_guard_lifted")]
 
 EVENTS = 6
 TABLE = AuditEvent._meta.db_table

@@ -40,28 +40,28 @@ def test_append_refuses_to_run_outside_a_transaction():
         audit_append(actor=None, action="x", object_type="y", object_id=1)
 
 
-def test_an_edited_payload_is_caught_at_that_event(chain):
+def test_an_edited_payload_is_caught_at_that_event(chain, audit_guard_lifted):
     AuditEvent.objects.filter(seq=3).update(payload={"n": 99})
     with pytest.raises(AuditChainBroken) as broken:
         audit_verify()
     assert broken.value.seq == 3
 
 
-def test_an_edited_row_with_recomputed_hash_breaks_the_next_link(chain):
+def test_an_edited_row_with_recomputed_hash_breaks_the_next_link(chain, audit_guard_lifted):
     AuditEvent.objects.filter(seq=2).update(hash="f" * 64)
     with pytest.raises(AuditChainBroken) as broken:
         audit_verify()
     assert broken.value.seq == 2
 
 
-def test_a_deleted_event_is_caught(chain):
+def test_a_deleted_event_is_caught(chain, audit_guard_lifted):
     AuditEvent.objects.filter(seq=3).delete()
     with pytest.raises(AuditChainBroken) as broken:
         audit_verify()
     assert broken.value.seq == 3
 
 
-def test_a_truncated_tail_is_caught_by_the_published_head(chain):
+def test_a_truncated_tail_is_caught_by_the_published_head(chain, audit_guard_lifted):
     AuditEvent.objects.filter(seq__gte=4).delete()
     with pytest.raises(AuditChainBroken) as broken:
         audit_verify()
@@ -69,7 +69,7 @@ def test_a_truncated_tail_is_caught_by_the_published_head(chain):
     assert "tail" in broken.value.message
 
 
-def test_reordered_events_are_caught(chain):
+def test_reordered_events_are_caught(chain, audit_guard_lifted):
     # Swap two rows' contents in SQL, keeping sequence numbers.
     a, b = chain[1], chain[2]
     with connection.cursor() as cursor:
@@ -81,7 +81,7 @@ def test_reordered_events_are_caught(chain):
     assert broken.value.seq == 2
 
 
-def test_verify_audit_command_exits_non_zero_naming_the_event(chain, capsys):
+def test_verify_audit_command_exits_non_zero_naming_the_event(chain, audit_guard_lifted, capsys):
     call_command("verify_audit")
     assert "5 events verified" in capsys.readouterr().out
     AuditEvent.objects.filter(seq=4).update(action="tampered")
