@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 from rest_framework.authtoken.models import Token
 
 from reviews.models import Output, Queue, RoutingRule
+from tests.waiting import REQUEST_SECONDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +33,7 @@ def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=REQUEST_SECONDS,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
@@ -52,7 +53,7 @@ def test_production_settings_refuse_to_start_without_a_secret(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=REQUEST_SECONDS,
     )
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr

@@ -12,6 +12,7 @@ from datasets_app.models import DatasetVersion, DatasetVersionExample, Example
 from datasets_app.selectors import dataset_version_rows
 from reviews.models import AuditEvent, Output, OutputLock, Review
 from reviews.services import audit_verify
+from tests.waiting import join_threads
 from training_app.compliance import example_lineage
 
 pytestmark = pytest.mark.django_db
@@ -355,7 +356,7 @@ def test_an_undo_racing_the_build_waits_for_it_and_is_then_refused(resolved, eng
 
     monkeypatch.setattr(services, "insert_tuples", write_members_while_an_undo_arrives)
     version = services.dataset_version_build(user=engineer, name="race", seed=1)
-    outcome["racer"].join(timeout=10)
+    join_threads([outcome["racer"]], what="the undo that raced the build")
     assert version.status == DatasetVersion.Status.READY
     assert outcome["waited"] is True
     assert "dataset version" in outcome["undo"]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ..waiting import BROWSER_ACTION_SECONDS
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -45,6 +47,6 @@ def chromium_browser():
 def page(chromium_browser):
     context = chromium_browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(BROWSER_ACTION_SECONDS * 1000)
     yield page
     context.close()

@@ -48,6 +48,7 @@ from training_app.services import (
 )
 
 from ..training_app.conftest import build_tiny_model
+from ..waiting import BROWSER_ACTION_SECONDS, cpu_ticks, file_sizes, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -79,7 +80,8 @@ def database_url() -> str:
 
 def http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        # Refused at once while a server starts; a loaded machine's first answer may be slow.
+        with urllib.request.urlopen(url, timeout=10) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -110,14 +112,24 @@ class Children:
         dead = {name: p.returncode for name, p in self.procs.items() if p.poll() is not None}
         assert not dead, f"child processes exited: {dead}\n{self.logs()}"
 
-    def wait_for(self, url: str, what: str, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def progress(self, *busy: str) -> tuple:
+        """The children's logs, and the CPU time of those named (a server importing torch
+        writes nothing for a while; an idle one uses a little CPU forever, so only named)."""
+        logs = file_sizes(self.folder / f"{name}.log" for name in self.procs)
+        return logs, cpu_ticks(self.procs[name].pid for name in busy)
+
+    def wait_for(self, url: str, what: str) -> None:
+        def answers() -> bool:
             self.check_alive()
-            if http_ok(url):
-                return
-            time.sleep(0.3)
-        pytest.fail(f"{what} did not answer at {url} in {timeout} s\n{self.logs()}")
+            return http_ok(url)
+
+        wait_for(
+            answers,
+            what=f"{what} to answer at {url}",
+            progress=lambda: self.progress(*self.procs),  # all of them are starting
+            describe=self.logs,
+            poll=0.3,
+        )
 
     def wait_until_ready(self) -> None:
         for what, url in self.ready_urls.items():
@@ -247,7 +259,7 @@ class Story:
         context = self.browser.new_context(viewport={"width": 1280, "height": 860})
         self.contexts.append(context)
         page = context.new_page()
-        page.set_default_timeout(15_000)
+        page.set_default_timeout(BROWSER_ACTION_SECONDS * 1000)
         page.goto(f"{self.url}/accounts/login/")
         page.get_by_label("Username").fill(username)
         page.get_by_label("Password").fill(demo_password(username))
@@ -263,14 +275,56 @@ class Story:
         print(f"story step {number:2d} {step:<28} {now - self.last:6.1f} s")  # shown with -s
         self.last = now
 
-    def reload_until(self, page, check, what: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
+    def progress(self, *busy: str) -> tuple:
+        """The children's logs and the jobs' rows: a step, a heartbeat, a status moves."""
+        rows = (
+            list(
+                TrainingRun.objects.order_by("pk").values_list("status", "progress", "heartbeat_at")
+            ),
+            list(Evaluation.objects.order_by("pk").values_list("status")),
+            list(DatasetVersion.objects.order_by("pk").values_list("status")),
+        )
+        return self.children.progress(*busy), rows
+
+    def until(self, page, check, what: str, *busy: str, reload: bool = False) -> None:
+        """Wait (with the page's own clock) until `check()`, reloading the page between looks
+        when `reload`, for as long as the children or the jobs move."""
+
+        def done() -> bool:
             self.children.check_alive()
-            if time.monotonic() > deadline:
-                pytest.fail(f"{what}: not after {timeout} s\n{self.children.logs()}")
-            page.wait_for_timeout(1000)
-            page.reload()
+            if check():
+                return True
+            if reload:
+                page.reload()
+            return False
+
+        wait_for(
+            done,
+            what=what,
+            progress=lambda: self.progress(*busy),
+            describe=self.children.logs,
+            poll=1.0 if reload else 0.2,
+            # The page's own clock where there is one (it keeps Playwright's events flowing).
+            sleep=lambda seconds: (
+                page.wait_for_timeout(seconds * 1000) if page else time.sleep(seconds)
+            ),
+        )
+
+    def reload_until(self, page, check, what: str) -> None:
+        self.until(page, check, what, reload=True)
+
+    def until_shown(self, expectation, what: str, *busy: str) -> None:
+        """Wait until `expectation()` (a Playwright `expect`, given a short timeout here) holds:
+        once the job behind the page is done, however long that takes while it moves."""
+
+        def shown() -> bool:
+            try:
+                expectation(500)
+            except AssertionError:
+                return False
+            return True
+
+        self.until(None, shown, what, *busy)
 
     def close(self) -> None:
         for context in self.contexts:
@@ -325,7 +379,10 @@ def _story(story: Story, url: str, first_release: ModelVersion) -> None:
     engineer.locator("input[name=name]").fill("harbor-support")
     engineer.locator("select[name=run]").select_option("background")  # on the jobs worker
     engineer.get_by_role("button", name="Build").click()
-    expect(engineer.locator(".ds-status")).to_have_text("Ready", timeout=120_000)
+    story.until_shown(
+        lambda ms: expect(engineer.locator(".ds-status")).to_have_text("Ready", timeout=ms),
+        "the dataset version to be ready",
+    )
     expect(engineer.get_by_role("heading", name="Pipeline")).to_be_visible()
     story.shot(engineer, 2, "dataset-quality-report")
     dataset = DatasetVersion.objects.filter(name="harbor-support").order_by("-pk").first()
@@ -342,7 +399,10 @@ def _story(story: Story, url: str, first_release: ModelVersion) -> None:
     engineer.get_by_role("button", name="Queue the run").click()
     expect(engineer.get_by_role("heading", name="Training run")).to_be_visible()
     status = engineer.locator("#run-progress .status")
-    expect(status).to_have_text("Succeeded", timeout=150_000)
+    story.until_shown(
+        lambda ms: expect(status).to_have_text("Succeeded", timeout=ms),
+        "the training run to succeed",
+    )
     expect(engineer.locator("#run-progress progress")).to_have_attribute("value", "100")
     expect(engineer.locator("#run-progress svg").first).to_be_visible()
     story.shot(engineer, 3, "training-run")
@@ -400,9 +460,15 @@ def _story(story: Story, url: str, first_release: ModelVersion) -> None:
 
     # 9. Ask the live model; the answer is recorded and lands in review.
     deployer.get_by_label("Question").fill(QUESTION)
-    # The model server loads torch, the base model and the adapter on its first question.
-    deployer.get_by_role("button", name="Ask").click(timeout=120_000)
-    expect(deployer.get_by_role("heading", name="Answer from production")).to_be_visible()
+    # The model server loads torch, the base model and the adapter on its first question: the
+    # answer comes once that is done, however long it takes while the model server works.
+    deployer.get_by_role("button", name="Ask").click(no_wait_after=True)
+    heading = deployer.get_by_role("heading", name="Answer from production")
+    story.until_shown(
+        lambda ms: expect(heading).to_be_visible(timeout=ms),
+        "the live model's answer",
+        "serve_models",
+    )
     story.shot(deployer, 9, "ask-live-model")
     answer = Output.objects.get(source="channel:production")
     assert answer.model_version == "harbor-v2" and answer.input[-1]["content"] == QUESTION

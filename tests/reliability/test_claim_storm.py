@@ -15,6 +15,7 @@ from reviews.models import Lease, Output, Review
 from reviews.services import queue_claim_next, review_submit
 
 from ..factories import QueueFactory
+from ..waiting import join_threads
 
 
 def seed(queue, items: int) -> None:
@@ -60,8 +61,11 @@ def storm(queue, users) -> tuple[list[int], list[BaseException], float]:
     began = time.monotonic()
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(timeout=3600)
+    join_threads(
+        threads,
+        what="the claimers to empty the queue",
+        progress=lambda: Review.objects.filter(queue=queue).count(),
+    )
     return claimed, errors, time.monotonic() - began
 
 

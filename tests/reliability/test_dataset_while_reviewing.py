@@ -35,6 +35,7 @@ from reviews.models import Output, Review
 from reviews.services import queue_claim_next, review_submit, review_undo
 
 from ..factories import QueueFactory
+from ..waiting import join_threads
 
 BEFORE_CUTOFF = 200
 DURING = 1000
@@ -155,8 +156,7 @@ def test_a_version_built_while_reviews_arrive_is_immutable_and_reproducible(make
         finished = time.monotonic()
         time.sleep(0.2)  # reviews keep arriving after the build too
         stop.set()
-        for thread in threads:
-            thread.join(timeout=120)
+        join_threads(threads, what="the reviewers to stop", progress=lambda: len(decided))
         close_old_connections()
     assert errors == [], [repr(e) for e in errors[:3]]
     during = sum(1 for at, _ in decided if started <= at <= finished)

@@ -33,6 +33,8 @@ from tests.training_app.conftest import (  # noqa: F401  (fixtures)
     tiny_model_dir,
     training_dirs,
 )
+from tests.waiting import cpu_ticks, file_sizes
+from tests.waiting import wait_for as wait_while_moving
 from training_app.models import Evaluation, ModelVersion, TrainingRun
 from training_app.services import training_run_create, training_runs_sweep
 from training_app.services.evaluations import evaluations_sweep
@@ -155,6 +157,29 @@ class Workers:
     def log_text(self) -> str:
         return "\n".join(path.read_text() for path in sorted(self.logs.glob("worker-*.log")))
 
+    def log_paths(self) -> list[Path]:
+        return [self.logs / f"worker-{index}.log" for index in range(len(self.procs))]
+
+    def starting(self) -> list[int]:
+        """Living workers that have not said "worker ready" yet (still importing torch)."""
+        return [
+            pid
+            for (pid, proc), path in zip(self.procs.items(), self.log_paths(), strict=True)
+            if proc.poll() is None and "worker ready" not in path.read_text(errors="replace")
+        ]
+
+    def progress(self) -> tuple:
+        # An idle ready worker polls Redis and uses a little CPU forever: only the CPU time of
+        # those still starting counts as progress; their logs count for all.
+        starting = self.starting()
+        return file_sizes(self.log_paths()), len(starting), cpu_ticks(starting)
+
+    def describe(self) -> str:
+        alive = [pid for pid, proc in self.procs.items() if proc.poll() is None]
+        return (
+            f"workers alive {alive}, still starting {self.starting()}, killed {list(self.killed)}"
+        )
+
     def stop_all(self) -> None:
         for pid, proc in self.procs.items():
             if proc.poll() is None:
@@ -202,18 +227,59 @@ def workers_factory(redis, fast_leases, tmp_path):
         workers.stop_all()
 
 
-def wait_for(condition: Callable[[], object], *, seconds: float, what: str, sweep: bool = False):
-    """Poll `condition` (sweeping stale runs first when `sweep`, as run_maintenance would)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if sweep:
-            training_runs_sweep()
-            evaluations_sweep()
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+def runs_progress() -> list[tuple]:
+    """What the runs and evaluations of this test show: each step, heartbeat, attempt or status
+    change is progress (the tests hold a handful of rows)."""
+    runs = TrainingRun.objects.order_by("created_at").values_list(
+        "pk", "status", "attempts", "lease_owner", "heartbeat_at", "progress", "log_tail"
+    )
+    evaluations = Evaluation.objects.order_by("pk").values_list("pk", "status")
+    return [*runs, *evaluations]
+
+
+def describe_runs() -> str:
+    now = time.time()
+    seen = []
+    for run in TrainingRun.objects.order_by("created_at"):
+        age = f"{now - run.heartbeat_at.timestamp():.1f} s" if run.heartbeat_at else "none"
+        step = f"{run.progress.get('step')}/{run.progress.get('total_steps')}"
+        last_log = run.log_tail.strip().splitlines()[-1:] or [""]
+        seen.append(
+            f"run {run.pk}: {run.status}, attempt {run.attempts}, step {step}, heartbeat age "
+            f"{age}, lease {run.lease_owner or '-'}, last log line {last_log[0]!r}"
+        )
+    statuses = list(Evaluation.objects.values_list("status", flat=True))
+    return "; ".join([*seen, f"evaluations {statuses}"])
+
+
+def wait_for(
+    condition: Callable[[], object],
+    *,
+    what: str,
+    workers: Workers | None = None,
+    sweep: bool = False,
+):
+    """Poll `condition` (sweeping stale runs first when `sweep`, as run_maintenance would) for
+    as long as the runs or the workers move (tests/waiting.py): never a fixed deadline, which
+    a loaded machine overruns."""
+
+    def progress():
+        return runs_progress(), workers.progress() if workers else None
+
+    def describe():
+        return describe_runs() + (f"; {workers.describe()}" if workers else "")
+
+    def sweep_once():
+        training_runs_sweep()
+        evaluations_sweep()
+
+    return wait_while_moving(
+        condition,
+        what=what,
+        progress=progress,
+        describe=describe,
+        each=sweep_once if sweep else None,
+    )
 
 
 def owner_pid(owner: str) -> int:
@@ -274,7 +340,7 @@ def kill_mid_epoch(run: TrainingRun, workers: Workers, *, resumed_at: int) -> tu
             return run.lease_owner, step
         return None
 
-    owner, _step = wait_for(past_a_new_checkpoint, seconds=180, what="a step past a checkpoint")
+    owner, _step = wait_for(past_a_new_checkpoint, what="a step past a checkpoint", workers=workers)
     pid = owner_pid(owner)
     assert pid in workers.procs, f"{owner} is not one of this test's workers"
     workers.kill(pid)
@@ -319,12 +385,12 @@ def sigkill_scenario(
             run.refresh_from_db()
             return run.attempts == attempt and len(resumed_steps(run)) >= attempt - 1
 
-        wait_for(resumed, seconds=180, what=f"attempt {kill + 2} to resume", sweep=True)
+        wait_for(resumed, what=f"attempt {kill + 2} to resume", workers=workers, sweep=True)
         resumed_at = resumed_steps(run)[kill]
     wait_for(
         lambda: TrainingRun.objects.get(pk=run.pk).status in ("succeeded", "failed"),
-        seconds=120,
         what="the run to end",
+        workers=workers,
         sweep=True,
     )
     run.refresh_from_db()
@@ -452,7 +518,9 @@ def test_a_step_longer_than_the_broker_heartbeat_makes_no_second_copy(
         FAULTS_STEP_SECONDS="0.05",
     )
     first, second = workers.spawn(), workers.spawn()
-    wait_for(lambda: workers.log_text().count("worker ready") == 2, seconds=90, what="two workers")
+    wait_for(
+        lambda: workers.log_text().count("worker ready") == 2, what="two workers", workers=workers
+    )
     run = training_run_create(
         user=make_user("ml_engineer"),
         dataset_version=make_dataset_version(6, 2),
@@ -461,8 +529,8 @@ def test_a_step_longer_than_the_broker_heartbeat_makes_no_second_copy(
     )
     wait_for(
         lambda: TrainingRun.objects.get(pk=run.pk).status in ("succeeded", "failed"),
-        seconds=90,
         what="the run to end",
+        workers=workers,
         sweep=True,
     )
     run.refresh_from_db()
@@ -503,8 +571,8 @@ def test_redis_emptied_mid_job_loses_nothing(
     )
     wait_for(
         lambda: TrainingRun.objects.filter(pk=training.pk, progress__step__gte=2).exists(),
-        seconds=90,
         what="the first run to train",
+        workers=workers,
     )
     waiting.refresh_from_db()
     assert waiting.status == "queued"
@@ -515,8 +583,8 @@ def test_redis_emptied_mid_job_loses_nothing(
             TrainingRun.objects.filter(pk__in=[training.pk, waiting.pk], status="succeeded").count()
             == 2
         ),
-        seconds=120,
         what="both runs to succeed",
+        workers=workers,
         sweep=True,
     )
     for run in (training, waiting):
@@ -533,8 +601,8 @@ def test_redis_emptied_mid_job_loses_nothing(
             Evaluation.objects.filter(version__run__in=[training, waiting], status="done").count()
             == 2
         ),
-        seconds=90,
         what="both evaluations",
+        workers=workers,
         sweep=True,
     )
 
@@ -563,8 +631,8 @@ def test_redis_restarted_empty_while_a_run_is_queued_and_no_worker_is_up(
         workers.spawn()
         wait_for(
             lambda: TrainingRun.objects.get(pk=run.pk).status == "succeeded",
-            seconds=120,
             what="the run to succeed",
+            workers=workers,
             sweep=True,
         )
         run.refresh_from_db()

@@ -10,6 +10,7 @@ from reviews.models import Lease, Output, Review
 from reviews.services import queue_claim_next, review_submit
 
 from ..factories import OutputFactory, QueueFactory
+from ..waiting import join_threads
 
 
 def run_claimers(queue, users):
@@ -36,8 +37,7 @@ def run_claimers(queue, users):
     threads = [threading.Thread(target=work, args=(user,)) for user in users]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
+    join_threads(threads, what="the claimers to empty the queue", progress=lambda: len(claimed))
     return claimed, errors
 
 

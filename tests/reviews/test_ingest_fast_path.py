@@ -15,6 +15,7 @@ from reviews.services import ingest as ingest_module
 from reviews.services.routing import sample_point
 
 from ..factories import QueueFactory, output_payload
+from ..waiting import join_threads
 
 pytestmark = pytest.mark.django_db
 
@@ -320,8 +321,7 @@ def test_concurrent_posts_of_one_batch_store_it_once_on_postgres(personas):
     threads = [threading.Thread(target=post_it) for _ in range(4)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    join_threads(threads, what="the four posts of one batch")
     assert errors == []
     assert sorted(result.created_count for result in results) == [0, 0, 0, 300]
     assert len({tuple(item.id for item in result.items) for result in results}) == 1

@@ -7,6 +7,7 @@ import pytest
 from training_app.serving.client import call
 from training_app.serving.server import ModelCache, make_server
 
+from ..waiting import REQUEST_SECONDS
 from .governance_helpers import make_version
 
 PROMPTS = [
@@ -55,16 +56,16 @@ def test_merged_answers_equal_the_unmerged_greedy_answers(
     unmerged, merged = servers(merge_adapters=False), servers(merge_adapters=True)
     for prompt in PROMPTS:
         body = {"version_id": str(version.pk), "messages": prompt, "max_new_tokens": 12}
-        plain = call(unmerged, "/generate", body, timeout=60)
-        folded = call(merged, "/generate", body, timeout=60)
+        plain = call(unmerged, "/generate", body, timeout=REQUEST_SECONDS)
+        folded = call(merged, "/generate", body, timeout=REQUEST_SECONDS)
         assert plain["tokens"] == folded["tokens"] > 0
         assert folded["text"] == plain["text"]
         assert folded["confidence"] == pytest.approx(plain["confidence"], abs=1e-3)
         assert folded["manifest_digest"] == plain["manifest_digest"]
-    health = call(merged, "/health", None, timeout=5)
+    health = call(merged, "/health", None, timeout=REQUEST_SECONDS)
     assert health["merged"] is True and health["loaded"] == [str(version.pk)]
     assert health["loads"] == 1  # loaded once, then reused
-    assert call(unmerged, "/health", None, timeout=5)["merged"] is False
+    assert call(unmerged, "/health", None, timeout=REQUEST_SECONDS)["merged"] is False
 
 
 @pytest.mark.django_db

