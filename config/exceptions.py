@@ -5,7 +5,8 @@ from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -70,9 +71,43 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         }
         response.data = body
     elif isinstance(response.data, dict) and "detail" in response.data:
-        detail = response.data["detail"]
-        response.data = {"detail": str(detail), "code": getattr(detail, "code", "error")}
+        response.data = error_body(response.data["detail"])
     return response
+
+
+def error_body(detail: Any) -> dict[str, str]:
+    """`{"detail", "code"}` from a DRF error detail (a string that carries its code)."""
+    return {"detail": str(detail), "code": getattr(detail, "code", "error")}
+
+
+# Django's own error answers (config/urls.py): what goes wrong before a view runs (no route
+# matches, a converter refuses the id, a refused Host header) or escapes it (a crash) is JSON
+# in the same shape under /api/, and the usual HTML page elsewhere. DEBUG keeps Django's
+# technical pages, which never call these.
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path_info == "/api" or request.path_info.startswith("/api/")
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not is_api_request(request):
+        return defaults.bad_request(request, exception)
+    # The exception names what was refused (a host, a header): for the logs, not the client.
+    return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if not is_api_request(request):
+        return defaults.page_not_found(request, exception)
+    detail = exceptions.ErrorDetail(f"No endpoint at {request.path}.", code="not_found")
+    return JsonResponse(error_body(detail), status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if not is_api_request(request):
+        return defaults.server_error(request)
+    return JsonResponse(error_body(exceptions.APIException().detail), status=500)
 
 
 class RetryableDatabaseErrorMiddleware:

@@ -14,3 +14,8 @@ urlpatterns = [
     path("training/", include("training_app.urls")),
     path("", include("reviews.urls")),
 ]
+
+# JSON under /api/, HTML pages elsewhere (config/exceptions.py).
+handler400 = "config.exceptions.bad_request"
+handler404 = "config.exceptions.page_not_found"
+handler500 = "config.exceptions.server_error"

@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.db.models import Prefetch
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import content_disposition_header
@@ -16,7 +17,7 @@ from config.errors import ApplicationError
 from datasets_app.models import DatasetVersionExample, Example
 from reviews.api.views import AuditFilter
 from reviews.diffing import word_diff
-from reviews.models import AuditEvent, Role
+from reviews.models import AuditEvent, Review, Role
 from reviews.roles import has_role
 
 from .compliance import compliance_archive, compliance_report, example_lineage
@@ -320,9 +321,19 @@ def lineage(request, version_id):
     """From a version to its dataset, examples, their outputs, reviews and reviewers."""
     _viewer(request)
     version = _version(version_id)
+    # Reviewers come through each example's output; one query for the whole page, not one a
+    # row. An undone decision is no part of the provenance.
+    standing_reviews = (
+        Review.objects.filter(undone_at__isnull=True)
+        .select_related("reviewer")
+        .order_by("created_at", "id")
+    )
     members = (
         DatasetVersionExample.objects.filter(version=version.dataset_version_id)
         .select_related("example__output")
+        .prefetch_related(
+            Prefetch("example__output__reviews", standing_reviews, to_attr="standing_reviews")
+        )
         .order_by("split", "position")
     )
     page = Paginator(members, 50).get_page(request.GET.get("page"))

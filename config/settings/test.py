@@ -1,5 +1,7 @@
 """Test suite: fast hashing, a stub broker, whatever database DATABASE_URL names."""
 
+from config.strict_templates import UNRESOLVED
+
 from .base import *  # noqa: F403
 
 SECRET_KEY = "test-only-secret-key"
@@ -26,5 +28,9 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.CurrentMessage",
     ],
 }
+# A variable that does not resolve fails the test instead of rendering as nothing; the
+# builtin library's `{% for %}` refuses to loop over one (config/strict_templates.py).
+TEMPLATES[0]["OPTIONS"]["string_if_invalid"] = UNRESOLVED  # noqa: F405
+TEMPLATES[0]["OPTIONS"]["builtins"] = ["config.strict_templates"]  # noqa: F405
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (WhiteNoise warns when it is missing)

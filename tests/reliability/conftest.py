@@ -43,8 +43,20 @@ class World:
 
 
 def make_dataset(owner, *, rows: int = 4, name: str = "world") -> DatasetVersion:
+    # Ready, with the counts a real build writes (the detail page shows them).
     version = DatasetVersion.objects.create(
-        name=name, status="ready", created_by=owner, manifest_hash="0" * 64
+        name=name,
+        status="ready",
+        created_by=owner,
+        manifest_hash="0" * 64,
+        counts={
+            "candidates": rows,
+            "total": rows,
+            "train": rows - 1,
+            "eval": 1,
+            "preference_pairs": 0,
+            "negatives_available": 0,
+        },
     )
     for index in range(rows):
         messages = [
