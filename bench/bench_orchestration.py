@@ -10,7 +10,7 @@ the base model from `manage.py prepare_base_model` (or --model).
     .venv/bin/python bench/bench_orchestration.py --db sqlite --quick
 
 Each trial POSTs a run, polls `GET /api/training-runs/<id>/` until the run's progress timeline
-(written by the worker's hooks, training_app/services/runs.py) shows the first step starting,
+(written by the worker's hooks, training_app/services/worker.py) shows the first step starting,
 then cancels it through the API and waits for the worker to be idle again. One untimed run
 first warms the worker (imports torch, fills the page cache). The model's load time comes from
 the trainer's `on_model_loaded` hook when it calls it; otherwise from the baseline's own loads

@@ -195,10 +195,10 @@ def test_large_builds_go_to_the_background_queue(
 ):
     import dramatiq
 
-    from datasets_app import services
+    from datasets_app.services import builds
     from datasets_app.tasks import build_dataset_version
 
-    monkeypatch.setattr(services, "INLINE_LIMIT", 3)
+    monkeypatch.setattr(builds, "INLINE_LIMIT", 3)
     broker = dramatiq.get_broker()
     broker.flush_all()
     with django_capture_on_commit_callbacks(execute=True):

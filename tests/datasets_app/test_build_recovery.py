@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from datasets_app import services
 from datasets_app.models import DatasetVersion
+from datasets_app.services import builds, leases
 from datasets_app.tasks import build_dataset_version
 from reviews.models import AuditEvent
 
@@ -79,13 +80,13 @@ def test_a_build_with_a_live_heartbeat_is_left_alone(
     outputs, engineer, broker, django_capture_on_commit_callbacks
 ):
     version = services.dataset_version_create(user=engineer, name="support", seed=1)
-    token = services._dataset_version_claim(version.pk)
+    token = leases._dataset_version_claim(version.pk)
     assert token
     claimed_at = timezone.now()
     # Slow but alive: each step renews the heartbeat.
     almost_stale = claimed_at + STALE - timedelta(seconds=2)
     assert recover(django_capture_on_commit_callbacks, almost_stale) == {"resent": [], "failed": []}
-    services._set_progress(version.pk, token, "near dedup", 3, 7)
+    leases._set_progress(version.pk, token, "near dedup", 3, 7)
     version.refresh_from_db()
     beat = version.heartbeat_at
     assert beat >= claimed_at
@@ -103,7 +104,7 @@ def test_a_dead_worker_is_replaced_and_cannot_finish_afterwards(
     outputs, engineer, broker, django_capture_on_commit_callbacks
 ):
     version = services.dataset_version_create(user=engineer, name="support", seed=1)
-    dead = services._dataset_version_claim(version.pk)
+    dead = leases._dataset_version_claim(version.pk)
     now = timezone.now()
     assert recover(django_capture_on_commit_callbacks, now + STALE)["resent"] == [version.pk]
     assert recover(django_capture_on_commit_callbacks, now + STALE)["resent"] == []
@@ -118,8 +119,8 @@ def test_a_dead_worker_is_replaced_and_cannot_finish_afterwards(
     # progress nor fail the version.
     built = services.dataset_version_run(version_id=version.pk)
     assert built is not None and built.status == DatasetVersion.Status.READY
-    with pytest.raises(services._LeaseLost):
-        services._set_progress(version.pk, dead, "write", 0, 1)
+    with pytest.raises(leases._LeaseLost):
+        leases._set_progress(version.pk, dead, "write", 0, 1)
     services.dataset_version_fail(version_id=version.pk, error="late", run_token=dead)
     version.refresh_from_db()
     assert version.status == DatasetVersion.Status.READY and version.attempts == 2
@@ -129,19 +130,19 @@ def test_a_superseded_worker_stops_at_its_next_step_without_touching_the_version
     outputs, engineer, broker, django_capture_on_commit_callbacks, monkeypatch
 ):
     version = services.dataset_version_create(user=engineer, name="support", seed=1)
-    real = services.run_pipeline
+    real = builds.run_pipeline
 
     def taken_over_during_the_pipeline(items, settings, **kw):
         # The sweeper judged this worker dead meanwhile and gave the build back to the queue.
         recover(django_capture_on_commit_callbacks, timezone.now() + STALE)
         return real(items, settings, **kw)
 
-    monkeypatch.setattr(services, "run_pipeline", taken_over_during_the_pipeline)
+    monkeypatch.setattr(builds, "run_pipeline", taken_over_during_the_pipeline)
     assert services.dataset_version_run(version_id=version.pk) is None
     version.refresh_from_db()
     assert version.status == DatasetVersion.Status.BUILDING and not version.members.exists()
     assert version.run_started_at is None and queued_ids(broker) == [version.pk]
-    monkeypatch.setattr(services, "run_pipeline", real)
+    monkeypatch.setattr(builds, "run_pipeline", real)
     assert services.dataset_version_run(version_id=version.pk).status == "ready"
 
 
@@ -151,7 +152,7 @@ def test_a_build_that_loses_its_worker_every_time_fails_with_why(
     version = services.dataset_version_create(user=engineer, name="support", seed=1)
     now = timezone.now()
     for attempt in range(1, services.BUILD_MAX_ATTEMPTS + 1):
-        assert services._dataset_version_claim(version.pk)
+        assert leases._dataset_version_claim(version.pk)
         swept = recover(django_capture_on_commit_callbacks, now + attempt * STALE)
         last = attempt == services.BUILD_MAX_ATTEMPTS
         assert swept == {"resent": [] if last else [version.pk], "failed": [version.pk] * last}

@@ -12,6 +12,7 @@ from collections import defaultdict
 import pytest
 
 from datasets_app import pipeline
+from datasets_app.pipeline import jaccard
 
 
 def brute(sets, threshold):
@@ -62,7 +63,7 @@ def test_pairs_just_above_and_just_below_the_threshold():
 
 
 def test_a_common_prefix_element_shared_by_many_sets_is_handled_in_blocks(monkeypatch):
-    monkeypatch.setattr(pipeline, "_PAIR_BLOCK", 7)
+    monkeypatch.setattr(jaccard, "_PAIR_BLOCK", 7)
     rng = random.Random(3)
     sets = [frozenset({0, *rng.sample(range(1, 30), 4)}) for _ in range(80)]
     for threshold in (0.2, 0.5, 0.8):
@@ -150,12 +151,10 @@ def test_ascii_texts_are_tokenized_as_the_regex_does():
     texts += ["".join(rng.choice(alphabet) for _ in range(rng.randrange(40))) for _ in range(300)]
     corpus = pipeline.TEXT_SEPARATOR.join(texts)
     assert corpus.isascii()
-    regex = pipeline._TOKEN_RE.findall(corpus.casefold())
-    assert [t.decode("ascii") for t in pipeline._tokens(corpus)[0]] == regex
+    regex = jaccard._TOKEN_RE.findall(corpus.casefold())
+    assert [t.decode("ascii") for t in jaccard._tokens(corpus)[0]] == regex
     # A corpus with one non-ASCII character takes the regex itself.
-    assert pipeline._tokens(corpus + "é")[0] == pipeline._TOKEN_RE.findall(
-        (corpus + "é").casefold()
-    )
+    assert jaccard._tokens(corpus + "é")[0] == jaccard._TOKEN_RE.findall((corpus + "é").casefold())
 
 
 @pytest.mark.parametrize("ngram", [1, 3])

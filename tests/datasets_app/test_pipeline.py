@@ -8,6 +8,9 @@ import pytest
 
 from datasets_app import pipeline
 from datasets_app.pipeline import Item
+from datasets_app.pipeline.items import _canonical_content
+from datasets_app.pipeline.normalise import _maybe_untidy
+from datasets_app.pipeline.pii import _may_hold_pii
 
 
 def item(n, prompt, answer="An answer.", *, label="approved", weight=1.0, **kw):
@@ -330,7 +333,7 @@ def test_content_hash_is_canonical():
 def test_the_written_out_canonical_form_is_the_encoders(messages):
     for rejected in ("", "the original\t<EMAIL>"):
         expected = pipeline.canonical_json({"messages": messages, "rejected": rejected})
-        assert pipeline._canonical_content(messages, rejected) == expected
+        assert _canonical_content(messages, rejected) == expected
 
 
 @pytest.mark.parametrize("text", ["my reference is 12-34567", "order 1234 5678", "ref 2024-118832"])
@@ -361,10 +364,10 @@ def test_texts_the_pre_checks_pass_over_are_ones_the_steps_leave_unchanged(seed)
     scrubber = pipeline.PiiScrubber()
     skipped = {"normalise": 0, "pii": 0}
     for text in _texts(seed):
-        if not pipeline._maybe_untidy(text):
+        if not _maybe_untidy(text):
             skipped["normalise"] += 1
             assert pipeline.normalise_text(text) == (text, set()), text
-        if not pipeline._may_hold_pii(text):
+        if not _may_hold_pii(text):
             skipped["pii"] += 1
             assert scrubber.scrub(text) == (text, {}), text
     assert all(skipped.values())  # the checks do rule texts out
@@ -404,7 +407,7 @@ def test_digit_strings_the_pii_pre_check_passes_over_are_left_unchanged(seed):
     scrubber = pipeline.PiiScrubber()
     skipped = 0
     for text in _digit_texts(seed):
-        if not pipeline._may_hold_pii(text):
+        if not _may_hold_pii(text):
             skipped += 1
             assert scrubber.scrub(text) == (text, {}), text
     assert skipped > 100
@@ -414,11 +417,11 @@ def test_digit_strings_the_pii_pre_check_passes_over_are_left_unchanged(seed):
 def test_the_all_at_once_pii_pre_check_answers_as_the_per_text_one(seed):
     texts = _texts(seed) + _digit_texts(seed) + ["", "x" * 5000 + "1 2", "1" + " " * 9 + "2 3 4"]
     flags = pipeline.texts_may_hold_pii(texts)
-    assert flags.tolist() == [pipeline._may_hold_pii(text) for text in texts]
+    assert flags.tolist() == [_may_hold_pii(text) for text in texts]
     assert 0 < flags.sum() < len(texts)
     # A text holding the separator is checked text by text, with the same answers.
     texts.append("a\x00b 555-123-4567")
-    assert pipeline.texts_may_hold_pii(texts).tolist() == list(map(pipeline._may_hold_pii, texts))
+    assert pipeline.texts_may_hold_pii(texts).tolist() == list(map(_may_hold_pii, texts))
     assert pipeline.texts_may_hold_pii([]).tolist() == []
 
 

@@ -10,6 +10,7 @@ from datasets_app import services
 from datasets_app.errors import DatasetImmutable, ExampleInUse, InvalidDatasetRequest, SourceChanged
 from datasets_app.models import DatasetVersion, DatasetVersionExample, Example
 from datasets_app.selectors import dataset_version_rows
+from datasets_app.services import builds, write
 from reviews.models import AuditEvent, Output, OutputLock, Review
 from reviews.services import audit_verify
 from tests.waiting import join_threads
@@ -237,13 +238,13 @@ def test_builds_are_audited_and_the_chain_holds(resolved, engineer):
 def review_undone_mid_build(resolved, monkeypatch):
     """A review is undone while the pipeline runs (outside any transaction)."""
     outputs = crafted(resolved)
-    real = services.run_pipeline
+    real = builds.run_pipeline
 
     def undo_during_pipeline(items, settings, **kw):
         Output.objects.filter(pk=outputs[-1].pk).update(status="pending", resolution="")
         return real(items, settings, **kw)
 
-    monkeypatch.setattr(services, "run_pipeline", undo_during_pipeline)
+    monkeypatch.setattr(builds, "run_pipeline", undo_during_pipeline)
 
 
 def test_a_source_change_during_the_build_fails_it_and_writes_nothing(
@@ -271,9 +272,9 @@ def test_the_cycle_collector_pauses_for_a_build_and_resumes_after_it_even_on_fai
     review_undone_mid_build, engineer, monkeypatch
 ):
     seen = []
-    real = services.run_pipeline
+    real = builds.run_pipeline
     monkeypatch.setattr(
-        services, "run_pipeline", lambda *a, **kw: seen.append(gc.isenabled()) or real(*a, **kw)
+        builds, "run_pipeline", lambda *a, **kw: seen.append(gc.isenabled()) or real(*a, **kw)
     )
     assert gc.isenabled()
     with pytest.raises(SourceChanged):
@@ -341,7 +342,7 @@ def test_an_undo_racing_the_build_waits_for_it_and_is_then_refused(resolved, eng
         finally:
             connection.close()
 
-    real_insert = services.insert_tuples
+    real_insert = write.insert_tuples
 
     def write_members_while_an_undo_arrives(model, names, rows):
         # The outputs are locked and checked by now; the build's transaction is still open.
@@ -354,7 +355,7 @@ def test_an_undo_racing_the_build_waits_for_it_and_is_then_refused(resolved, eng
         outcome["racer"] = racer
         return real_insert(model, names, rows)
 
-    monkeypatch.setattr(services, "insert_tuples", write_members_while_an_undo_arrives)
+    monkeypatch.setattr(write, "insert_tuples", write_members_while_an_undo_arrives)
     version = services.dataset_version_build(user=engineer, name="race", seed=1)
     join_threads([outcome["racer"]], what="the undo that raced the build")
     assert version.status == DatasetVersion.Status.READY

@@ -7,6 +7,7 @@ from django.db import connection
 
 from datasets_app import services
 from datasets_app.models import Example
+from datasets_app.services import sync
 from reviews.models import Output, Review
 
 pytestmark = pytest.mark.django_db
@@ -67,13 +68,13 @@ def _outputs(resolved):
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the SQL path is PostgreSQL's")
 def test_it_makes_the_same_examples_in_the_database_as_in_python(resolved, monkeypatch):
     outputs = _outputs(resolved)
-    made = services._sync_in_database(sorted(o.pk for o in outputs))
+    made = sync._sync_in_database(sorted(o.pk for o in outputs))
     assert len(made) == len(outputs) - 3  # the odd shapes are left to Python
-    assert services._sync_in_database(sorted(made)) == set()  # made already: skipped
+    assert sync._sync_in_database(sorted(made)) == set()  # made already: skipped
     assert services.examples_sync().created == 3
     fast = _rows()
     Example.objects.all().delete()
-    monkeypatch.setattr(services, "_sync_in_database", lambda ids: set())
+    monkeypatch.setattr(sync, "_sync_in_database", lambda ids: set())
     assert services.examples_sync().created == len(outputs)
     reference = _rows()
     assert fast.keys() == reference.keys() == {o.pk for o in outputs}
@@ -96,17 +97,17 @@ def test_the_sync_makes_every_shape_of_output_on_any_database(resolved):
 @pytest.mark.django_db(transaction=True)
 def test_a_large_sync_split_over_two_connections_makes_the_same_examples(resolved, monkeypatch):
     outputs = _outputs(resolved)
-    sequential = services._sync_in_database(sorted(o.pk for o in outputs))
+    sequential = sync._sync_in_database(sorted(o.pk for o in outputs))
     reference = _rows()
     Example.objects.all().delete()
-    monkeypatch.setattr(services, "SYNC_PARALLEL_MIN", 2)
+    monkeypatch.setattr(sync, "SYNC_PARALLEL_MIN", 2)
     threads = []
-    real = services._sync_chunk_in_thread
+    real = sync._sync_chunk_in_thread
     monkeypatch.setattr(
-        services, "_sync_chunk_in_thread", lambda ids: threads.append(len(ids)) or real(ids)
+        sync, "_sync_chunk_in_thread", lambda ids: threads.append(len(ids)) or real(ids)
     )
-    assert services._sync_in_database(sorted(o.pk for o in outputs)) == sequential
+    assert sync._sync_in_database(sorted(o.pk for o in outputs)) == sequential
     assert len(threads) == 2 and sum(threads) == len(outputs)
     assert _rows() == reference
     # Another sync of the same outputs (a second build, say) makes nothing twice.
-    assert services._sync_in_database(sorted(o.pk for o in outputs)) == set()
+    assert sync._sync_in_database(sorted(o.pk for o in outputs)) == set()

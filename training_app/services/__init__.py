@@ -10,15 +10,8 @@ from .deployments import (
     model_version_retire,
 )
 from .evaluations import evaluation_execute, evaluation_request
-from .runs import (
-    can_launch_training,
-    training_run_cancel,
-    training_run_claim,
-    training_run_create,
-    training_run_execute,
-    training_runs_sweep,
-    worker_owner,
-)
+from .leases import worker_owner
+from .runs import can_launch_training, training_run_cancel, training_run_create
 from .signoff import (
     can_request_signoff,
     signoff_decide,
@@ -26,7 +19,9 @@ from .signoff import (
     signoff_refusal,
     signoff_request_create,
 )
+from .sweep import training_runs_sweep
 from .versions import model_version_transition
+from .worker import training_run_claim, training_run_execute
 
 __all__ = [
     "artifact_verify",

@@ -21,7 +21,7 @@ from reviews.services import audit_append
 
 from ..errors import TransitionRefused
 from ..models import Evaluation, ModelVersion
-from .runs import LeaseHeartbeat, lost_messages_resend
+from .leases import LeaseHeartbeat, lost_messages_resend
 from .versions import model_version_loadable_adapter, model_version_transition
 
 logger = logging.getLogger(__name__)

@@ -10,15 +10,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .arguments import TrainingHooks
 from .data import chunked, encode_all, prompt_ids, read_jsonl
-from .trainer import (
-    TrainingHooks,
-    evaluate_loss,
-    load_base_model,
-    load_tokenizer,
-    resolve_device,
-    set_seed,
-)
+from .losses import evaluate_loss
+from .runtime import load_base_model, load_tokenizer, resolve_device, set_seed
 
 
 @dataclass

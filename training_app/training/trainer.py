@@ -12,20 +12,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+# The arguments, runtime and losses live in their own modules; their names are re-exported here
+# because callers (the worker, serving, tests, bench) import them from the trainer.
+from .arguments import (
+    Progress,
+    TrainingArguments,
+    TrainingCancelled,
+    TrainingFailed,
+    TrainingHooks,
+    TrainingResult,
+)
 from .base_model import check_folder
 from .data import (
     IGNORE_INDEX,
     PACKING_MODES,
     EncodeStats,
-    Example,
     chunked,
     collate,
     encode_all,
@@ -34,283 +42,45 @@ from .data import (
     read_jsonl,
     shuffled_batches,
 )
-from .hyperparameters import ALL_LINEAR
+from .losses import evaluate_loss, packed_token_losses, token_losses, torch_min
+from .runtime import (
+    _checkpoints,
+    _lr_lambda,
+    is_out_of_memory,
+    last_checkpoint,
+    load_base_model,
+    load_tokenizer,
+    resolve_device,
+    set_seed,
+)
 
-
-@dataclass
-class TrainingArguments:
-    base_model_path: str = field(metadata={"help": "Local folder of the base model (safetensors)."})
-    train_file: str = field(metadata={"help": "JSONL of {example_id, messages, weight}."})
-    output_dir: str = field(metadata={"help": "Checkpoints and the final adapter go here."})
-    eval_file: str | None = field(default=None, metadata={"help": "JSONL of the eval split."})
-    parent_adapter_path: str | None = field(
-        default=None, metadata={"help": "Continue training this LoRA adapter instead of a new one."}
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA input."})
-    target_modules: list[str] = field(
-        default_factory=lambda: list(ALL_LINEAR),
-        metadata={"help": "Module names that get adapters (default: every linear layer)."},
-    )
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
-    num_epochs: int = field(default=2, metadata={"help": "Passes over the training split."})
-    batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Forward passes per optimizer step."}
-    )
-    max_length: int = field(default=256, metadata={"help": "Tokens per example, at most."})
-    packing: str = field(
-        default="shared_prefix",
-        metadata={
-            "help": "shared_prefix: a batch's examples share rows with no padding and their "
-            "common prompt prefix runs once; flatten: the same without sharing; none: "
-            "length-grouped batches padded to the longest (any attention implementation)."
-        },
-    )
-    seed: int = field(default=42, metadata={"help": "Seed for init, dropout and batch order."})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps warming up."})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
-    checkpoint_every_steps: int = field(
-        default=50, metadata={"help": "Checkpoint every N steps (and at every epoch end)."}
-    )
-    keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept on disk."})
-    max_steps: int | None = field(
-        default=None, metadata={"help": "Stop after this many steps (smoke runs)."}
-    )
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
-    resume: bool = field(default=True, metadata={"help": "Resume from the last checkpoint."})
-
-
-@dataclass
-class Progress:
-    step: int
-    total_steps: int
-    epoch: int
-    loss: float
-    learning_rate: float
-    tokens_per_second: float
-    eta_seconds: float
-    elapsed_seconds: float
-
-
-@dataclass
-class TrainingResult:
-    adapter_dir: str
-    steps: int
-    total_steps: int
-    epochs_done: int
-    final_train_loss: float | None
-    eval_history: list[dict[str, float]]
-    best_eval_loss: float | None
-    best_step: int | None
-    train_tokens: int
-    tokens_per_second: float
-    step_seconds: float  # forward, backward and optimizer time only (no eval, no checkpoints)
-    computed_tokens: int  # tokens the model ran: fewer than train_tokens when prefixes are shared
-    seconds: float
-    resumed_from_step: int | None
-    device: str
-    dtype: str
-    train_examples: dict[str, int]
-    eval_examples: dict[str, int]
-    trainable_parameters: int
-    loss_history: list[list[float]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = [
+    "PACK_ROW_TOKENS",
+    "Progress",
+    "TrainingArguments",
+    "TrainingCancelled",
+    "TrainingFailed",
+    "TrainingHooks",
+    "TrainingResult",
+    "evaluate_loss",
+    "is_out_of_memory",
+    "last_checkpoint",
+    "load_base_model",
+    "load_tokenizer",
+    "main",
+    "packed_token_losses",
+    "resolve_device",
+    "run",
+    "set_seed",
+    "token_losses",
+    "torch_min",
+]
 
 
 # Packed rows hold up to this many tokens (or max_length, if longer): long enough that a batch
 # of short chat examples fits in one row, short enough that attention over the whole row (the
 # mask hides other examples, but the kernel still visits them) stays cheap next to the rest.
 PACK_ROW_TOKENS = 1024
-
-
-class TrainingCancelled(Exception):
-    """The caller asked to stop; raised between two steps."""
-
-
-class TrainingFailed(Exception):
-    """The run cannot succeed (NaN loss, out of memory, no data): the reason is the message."""
-
-
-class TrainingHooks:
-    """What the caller sees of a run. Signoff's worker writes these to the database."""
-
-    def should_stop(self) -> bool:
-        return False
-
-    def on_progress(self, progress: Progress) -> None:
-        pass
-
-    def on_eval(self, *, step: int, epoch: int, eval_loss: float) -> None:
-        pass
-
-    def on_checkpoint(self, *, step: int, path: str) -> None:
-        pass
-
-    def on_model_loaded(self, *, seconds: float) -> None:
-        pass
-
-    def on_log(self, line: str) -> None:
-        pass
-
-
-def set_seed(seed: int) -> None:
-    import torch
-
-    random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def resolve_device(name: str) -> tuple[str, Any]:
-    """(device, dtype): bf16 on a GPU, fp32 with every core on the CPU."""
-    import torch
-
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return "cuda", torch.bfloat16
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, cores or 1))
-    return "cpu", torch.float32
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text
-    )
-
-
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_base_model(path: str, *, device: str, dtype: Any):
-    from transformers import AutoModelForCausalLM
-
-    check_folder(Path(path))  # refuses pickled weights and remote code before anything loads
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, use_safetensors=True, local_files_only=True, trust_remote_code=False
-    )
-    return model.to(device)
-
-
-def token_losses(model, batch: dict[str, Any], device: str):
-    """Per-sequence sum of token losses on the labelled (assistant) tokens, and their counts."""
-    import torch
-    import torch.nn.functional as F
-
-    ids = batch["input_ids"].to(device)
-    labels = batch["labels"].to(device)
-    logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device)).logits
-    logits = logits[:, :-1, :].float()
-    targets = labels[:, 1:]
-    losses = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)),
-        targets.reshape(-1),
-        ignore_index=IGNORE_INDEX,
-        reduction="none",
-    ).view(targets.shape)
-    counts = (targets != IGNORE_INDEX).sum(dim=1)
-    return losses.sum(dim=1), counts.to(torch.float32)
-
-
-def packed_token_losses(model, batch: dict[str, Any], device: str):
-    """Token losses of a `data.pack` batch, one per answer token, in the order of `targets`.
-
-    Logits are computed only where an answer token follows (`logits_to_keep`), so the
-    vocabulary projection and the cross-entropy skip the prompt."""
-    import torch.nn.functional as F
-
-    mask = batch["attention_mask"].to(device)
-    implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
-    if implementation == "eager":
-        dtype = next(model.parameters()).dtype
-        mask = (~mask).to(dtype) * torch_min(dtype)  # additive: 0 where allowed
-    elif implementation != "sdpa":
-        raise TrainingFailed(
-            f"packing needs sdpa or eager attention, not {implementation}: set packing to none"
-        )
-    logits = model(
-        input_ids=batch["input_ids"].to(device),
-        position_ids=batch["position_ids"].to(device),
-        attention_mask=mask,
-        logits_to_keep=batch["keep"].to(device),
-        use_cache=False,
-    ).logits
-    logits = logits.reshape(-1, logits.size(-1)).float()
-    return F.cross_entropy(logits, batch["targets"].to(device), reduction="none")
-
-
-def torch_min(dtype: Any) -> float:
-    import torch
-
-    return float(torch.finfo(dtype).min)
-
-
-def evaluate_loss(
-    model,
-    examples: list[Example],
-    *,
-    pad_id: int,
-    device: str,
-    batch_size: int,
-    hooks: TrainingHooks | None = None,
-) -> float:
-    """Mean token loss over the answers of `examples` (every token counts once)."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0.0
-    ordered = sorted(examples, key=lambda e: len(e.input_ids))
-    with torch.no_grad():
-        for group in chunked(ordered, batch_size):
-            if hooks is not None and hooks.should_stop():
-                raise TrainingCancelled()
-            sums, counts = token_losses(model, collate(group, pad_id), device)
-            total += float(sums.sum())
-            count += float(counts.sum())
-    if was_training:
-        model.train()
-    return total / max(count, 1.0)
-
-
-def _lr_lambda(total_steps: int, warmup_steps: int):
-    def factor(step: int) -> float:
-        if warmup_steps and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        remaining = max(1, total_steps - warmup_steps)
-        return max(0.0, 1.0 - (step - warmup_steps) / remaining)
-
-    return factor
-
-
-def _checkpoints(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    done = [p for p in root.iterdir() if p.is_dir() and (p / "trainer_state.json").is_file()]
-    return sorted(done, key=lambda p: int(p.name.split("-")[-1]))
-
-
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    found = _checkpoints(Path(output_dir) / "checkpoints")
-    return found[-1] if found else None
 
 
 class _Run:
