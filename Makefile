@@ -7,7 +7,7 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: setup demo test test-sqlite test-postgres browser soak bench lint format clean
+.PHONY: setup demo test test-sqlite test-postgres browser soak bench lint lint-imports format clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -73,9 +73,13 @@ bench: setup
 	$(PY) manage.py prepare_base_model
 	$(PY) bench/run_all.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
-lint: setup
+lint: setup lint-imports
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+# The apps' layering and the Django-free trainer, as [tool.importlinter] in pyproject.toml says.
+lint-imports: setup
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(PY) -m ruff format .
