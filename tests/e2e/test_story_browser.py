@@ -453,6 +453,9 @@ def _story(story: Story, url: str, first_release: ModelVersion) -> None:
     deployer = story.as_user("deployer")
     deployer.goto(f"{url}/training/channels/production/")
     deployer.locator("select[name=version]").select_option(str(candidate.pk))
+    # Deploying asks first, naming the version and what users get (confirm.js).
+    asked = []
+    deployer.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     deployer.get_by_role("button", name="Deploy").click()
     live = deployer.locator("dl.facts dd").first
     expect(live).to_have_text("harbor-v2")
@@ -490,7 +493,14 @@ def _story(story: Story, url: str, first_release: ModelVersion) -> None:
 
     # 12. The deployer rolls production back to the first release in one action.
     deployer.goto(f"{url}/training/channels/production/")
+    deployer.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     deployer.get_by_role("button", name=f"Roll back to {first_release.name}").click()
     expect(live).to_have_text(first_release.name)
+    assert asked == [
+        f"Deploy {candidate.name} to production? Users get {candidate.name}'s answers from now "
+        f"on, instead of {first_release.name}'s.",
+        f"Roll back production to {first_release.name}? Users get {first_release.name}'s "
+        "answers from now on.",
+    ], asked
     story.shot(deployer, 12, "rollback")
     assert Channel.objects.get(name="production").live_version_id == first_release.pk
