@@ -60,8 +60,8 @@ def live_version(model_dir: Path, work: Path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from core.roles import Role
     from datasets_app.models import DatasetVersion
-    from reviews.models import Role
     from training_app.models import ModelVersion
     from training_app.services import base_model_register, training_run_create
     from training_app.services.versions import model_version_store_adapter

@@ -15,7 +15,7 @@ urlpatterns = [
     path("", include("reviews.urls")),
 ]
 
-# JSON under /api/, HTML pages elsewhere (config/exceptions.py).
-handler400 = "config.exceptions.bad_request"
-handler404 = "config.exceptions.page_not_found"
-handler500 = "config.exceptions.server_error"
+# JSON under /api/, HTML pages elsewhere (core/http.py).
+handler400 = "core.http.bad_request"
+handler404 = "core.http.page_not_found"
+handler500 = "core.http.server_error"

@@ -6,7 +6,8 @@ class DatasetsAppConfig(AppConfig):
     name = "datasets_app"
     verbose_name = "Datasets"
     # Merged into the role groups by `manage.py bootstrap_roles`. Views check roles
-    # (datasets_app.selectors.BUILDERS / READERS); these permissions mirror them for the admin.
+    # (core.permissions: datasets.build / datasets.read); these permissions mirror them for the
+    # admin.
     role_permissions: dict[str, list[str]] = {
         "ml_engineer": [
             "datasets_app.build_dataset",

@@ -1,6 +1,6 @@
-"""Domain errors of the datasets app; config/exceptions.py maps them to HTTP answers."""
+"""Domain errors of the datasets app; core/http.py maps them to HTTP answers."""
 
-from config.errors import Conflict, NotFound, ValidationFailed
+from core.errors import Conflict, NotFound, ValidationFailed
 
 
 class InvalidDatasetRequest(ValidationFailed):

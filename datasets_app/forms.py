@@ -14,55 +14,76 @@ def _words(value: str) -> list[str]:
 
 
 class DatasetBuildForm(forms.Form):
-    name = forms.CharField(max_length=100)
+    name = forms.CharField(label="Version name", max_length=100)
     queues = forms.MultipleChoiceField(
-        required=False, widget=forms.CheckboxSelectMultiple, help_text="None ticked: all queues."
+        label="Queues",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: all queues.",
     )
-    tags = forms.CharField(required=False, help_text="Comma-separated; any of them.")
-    sources = forms.CharField(required=False, help_text="Comma-separated.")
-    model_name = forms.CharField(required=False)
-    model_version = forms.CharField(required=False)
-    resolved_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    resolved_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    tags = forms.CharField(label="Tags", required=False, help_text="Comma-separated; any of them.")
+    sources = forms.CharField(label="Sources", required=False, help_text="Comma-separated.")
+    model_name = forms.CharField(label="Model name", required=False)
+    model_version = forms.CharField(label="Model version", required=False)
+    resolved_from = forms.DateField(
+        label="Resolved from", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
+    resolved_to = forms.DateField(
+        label="Resolved until", required=False, widget=forms.DateInput(attrs={"type": "date"})
+    )
     labels = forms.MultipleChoiceField(
+        label="Resolutions to include",
         choices=[(label, label) for label in services.LABELS],
         initial=list(services.LABELS),
         widget=forms.CheckboxSelectMultiple,
     )
     include_auto_accepted = forms.BooleanField(
-        required=False, help_text="Auto-accepted outputs were never reviewed; they weigh 0.5."
+        label="Include auto-accepted outputs",
+        required=False,
+        help_text="Auto-accepted outputs were never reviewed; they weigh 0.5.",
     )
     pii = forms.ChoiceField(
+        label="Personal data (PII)",
         choices=[("mask", "Mask with typed placeholders"), ("drop", "Drop the example"),
                  ("off", "Leave as is")],
         initial="mask",
+        help_text="E-mail, phone, IBAN and card numbers; masking keeps the example.",
     )  # fmt: skip
     pii_patterns = forms.CharField(
+        label="Extra PII patterns",
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="One per line: TYPE=regular expression, e.g. POLICY=POL-\\d{6}",
     )
     near_dup_threshold = forms.FloatField(
+        label="Near-duplicate threshold",
         required=False, initial=0.8, min_value=0, max_value=1,
         help_text="Word 3-gram Jaccard of the inputs; empty or 0 turns near dedup off.",
     )  # fmt: skip
-    leakage_threshold = forms.FloatField(initial=0.8, min_value=0.01, max_value=1)
-    max_length = forms.IntegerField(required=False, min_value=1)
+    leakage_threshold = forms.FloatField(
+        label="Train/eval leakage threshold", initial=0.8, min_value=0.01, max_value=1
+    )
+    max_length = forms.IntegerField(label="Maximum length", required=False, min_value=1)
     tokenizer_path = forms.CharField(
-        required=False, help_text="A tokenizer.json: lengths in tokens; else characters."
+        label="Tokenizer file",
+        required=False,
+        help_text="A tokenizer.json: lengths in tokens; else characters.",
     )
     caps = forms.CharField(
+        label="Balance caps",
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="One per line: dimension:value=max (label, tag, source, queue; value * = any).",
     )
-    seed = forms.IntegerField(initial=0, min_value=0)
-    eval_fraction = forms.FloatField(initial=0.1, min_value=0, max_value=0.99)
+    seed = forms.IntegerField(label="Random seed", initial=0, min_value=0)
+    eval_fraction = forms.FloatField(label="Eval share", initial=0.1, min_value=0, max_value=0.99)
     stratify = forms.ChoiceField(
+        label="Stratify the split",
         choices=[("", "No"), ("label", "By label"), ("source", "By source"), ("queue", "By queue")],
         required=False,
     )
     run = forms.ChoiceField(
+        label="Run the build",
         choices=[("auto", f"Inline up to {services.INLINE_LIMIT} examples, else background"),
                  ("inline", "Inline"), ("background", "Background job")],
         initial="auto",

@@ -9,25 +9,22 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import JSONField, QuerySet
 from django.db.models.functions import Coalesce
 
-from reviews.models import Role
-from reviews.roles import has_role
+from core.permissions import can
 
 from .errors import DatasetNotReady, DatasetVersionNotFound, InvalidDatasetRequest
 from .models import DatasetVersion, DatasetVersionExample
 
-BUILDERS = (Role.ML_ENGINEER, Role.ADMIN)
-READERS = (Role.ML_ENGINEER, Role.ADMIN, Role.AUDITOR, Role.APPROVER)
 SPLITS = ("train", "eval")
 ROW_CHUNK = 2000
 EXPORT_FORMATS = ("chat", "prompt_completion", "dpo")
 
 
 def can_read_datasets(user: AbstractBaseUser | AnonymousUser) -> bool:
-    return has_role(user, *READERS)
+    return can(user, "datasets.read")
 
 
 def can_build_datasets(user: AbstractBaseUser | AnonymousUser) -> bool:
-    return has_role(user, *BUILDERS)
+    return can(user, "datasets.build")
 
 
 def dataset_versions_list() -> QuerySet[DatasetVersion]:

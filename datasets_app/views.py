@@ -6,7 +6,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_safe
 
-from config.errors import ApplicationError
+from core.errors import ApplicationError
+from core.permissions import can
 
 from . import selectors, services, svg
 from .errors import DatasetVersionNotFound
@@ -82,6 +83,7 @@ def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "balance": svg.balance_svg(counts.get("labels", {})) if version.is_ready else "",
             "others": selectors.dataset_versions_list().exclude(pk=version.pk)[:50],
             "formats": selectors.EXPORT_FORMATS,
+            "can_train": version.is_ready and can(request.user, "training.launch"),
         },
     )
 

@@ -1,4 +1,4 @@
-from config.errors import Conflict, NotFound, PermissionRefused, ValidationFailed
+from core.errors import Conflict, NotFound, PermissionRefused, ValidationFailed
 
 
 class LeaseLost(Conflict):

@@ -10,17 +10,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-
-class Role(models.TextChoices):
-    """Roles are Django groups of these names; `manage.py bootstrap_roles` creates them."""
-
-    REVIEWER = "reviewer", "Reviewer"
-    LEAD = "lead", "Lead"
-    ML_ENGINEER = "ml_engineer", "ML engineer"
-    APPROVER = "approver", "Approver"
-    DEPLOYER = "deployer", "Deployer"
-    AUDITOR = "auditor", "Auditor"
-    ADMIN = "admin", "Admin"
+# Role lives in core (every app checks roles); kept importable here, `Queue.role` uses it.
+from core.roles import Role
 
 
 class Queue(models.Model):

@@ -6,7 +6,9 @@ Each app lists the permissions its roles get in its AppConfig (`role_permissions
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from .models import Queue, Role
+from core.roles import Role, user_roles
+
+from .models import Queue
 
 REVIEWS_ROLE_PERMISSIONS: dict[str, list[str]] = {
     Role.REVIEWER: ["reviews.work_queue", "reviews.view_queue"],
@@ -43,22 +45,6 @@ REVIEWS_ROLE_PERMISSIONS: dict[str, list[str]] = {
         "reviews.view_audit_log",
     ],
 }
-
-
-def user_roles(user: AbstractBaseUser | AnonymousUser) -> set[str]:
-    if not user.is_authenticated:
-        return set()
-    cached = getattr(user, "_signoff_roles", None)
-    if cached is None:
-        cached = set(user.groups.values_list("name", flat=True))  # type: ignore[union-attr]
-        if user.is_superuser:  # type: ignore[union-attr]
-            cached.add(Role.ADMIN)
-        user._signoff_roles = cached  # type: ignore[union-attr]
-    return cached
-
-
-def has_role(user: AbstractBaseUser | AnonymousUser, *roles: str) -> bool:
-    return bool(user_roles(user) & set(roles))
 
 
 def can_work_queue(user: AbstractBaseUser | AnonymousUser, queue: Queue) -> bool:

@@ -7,16 +7,17 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from .models import Output, Queue, Review, Role
-from .roles import can_work_queue, has_role, user_roles
+from core.permissions import can
+from core.roles import user_roles
 
-OVERSEERS = (Role.LEAD, Role.ADMIN, Role.AUDITOR, Role.ML_ENGINEER, Role.APPROVER)
+from .models import Output, Queue, Review
+from .roles import can_work_queue
 
 
 def queues_for(*, user: AbstractBaseUser) -> list[Queue]:
     """Queues this user may see: all of them for overseers, the ones they work otherwise."""
     queues = list(Queue.objects.filter(is_active=True).order_by("kind", "name"))
-    if has_role(user, *OVERSEERS):
+    if can(user, "outputs.read"):
         return queues
     return [queue for queue in queues if can_work_queue(user, queue)]
 
@@ -68,7 +69,7 @@ def queue_counts(*, queues: list[Queue], user: AbstractBaseUser | None = None) -
 
 
 def outputs_visible_to(*, user: AbstractBaseUser) -> QuerySet[Output]:
-    if has_role(user, *OVERSEERS):
+    if can(user, "outputs.read"):
         return Output.objects.all()
     return Output.objects.none()
 
@@ -76,7 +77,7 @@ def outputs_visible_to(*, user: AbstractBaseUser) -> QuerySet[Output]:
 def reviews_visible_to(*, user: AbstractBaseUser) -> QuerySet[Review]:
     """Reviews are blind: a reviewer sees others' reviews of an item only once it resolved."""
     reviews = Review.objects.select_related("reviewer", "guideline_version", "queue")
-    if has_role(user, *OVERSEERS):
+    if can(user, "outputs.read"):
         return reviews
     return reviews.filter(
         Q(reviewer=user) | Q(output__status__in=[Output.Status.RESOLVED])
@@ -184,6 +185,50 @@ def lease_held(*, user: AbstractBaseUser, queue: Queue) -> Lease | None:
 
 def guidelines_current(*, queue: Queue) -> GuidelineVersion | None:
     return GuidelineVersion.objects.filter(queue=queue).order_by("-version").first()
+
+
+@dataclass(frozen=True)
+class OriginGuidelines:
+    """The guidelines of the queue an escalated item came from, for the lead deciding it.
+
+    `reviewed_under` holds the guideline versions the item's reviewers worked under (None for a
+    review made while that queue had no guidelines), so that the lead knows when the rules
+    shown are newer than the ones the reviewers read."""
+
+    queue: Queue
+    current: GuidelineVersion | None
+    reviewed_under: tuple[int | None, ...]
+
+    @property
+    def reviewers_saw_other_rules(self) -> bool:
+        if self.current is None or not self.reviewed_under:
+            return False
+        return any(version != self.current.version for version in self.reviewed_under)
+
+    @property
+    def reviewers_had_none(self) -> bool:
+        return bool(self.reviewed_under) and all(v is None for v in self.reviewed_under)
+
+    @property
+    def reviewed_under_versions(self) -> list[int]:
+        return sorted({version for version in self.reviewed_under if version is not None})
+
+
+def guidelines_escalated_from(*, output: Output, reviews: list[Review]) -> OriginGuidelines | None:
+    """The original queue's guidelines for an escalated item (its `queue` stays the queue it was
+    routed to while the escalations queue serves it); None when it has no such queue."""
+    if output.queue_id is None:
+        return None
+    origin = output.queue
+    if origin.kind == Queue.Kind.ESCALATION:
+        return None
+    in_origin = [review for review in reviews if review.queue_id == origin.pk]
+    used = {review.guideline_version_id for review in in_origin} - {None}
+    numbers = dict(GuidelineVersion.objects.filter(pk__in=used).values_list("pk", "version"))
+    reviewed_under = tuple(numbers.get(review.guideline_version_id) for review in in_origin)
+    return OriginGuidelines(
+        queue=origin, current=guidelines_current(queue=origin), reviewed_under=reviewed_under
+    )
 
 
 def reviews_for_lead(*, output: Output) -> list[Review]:

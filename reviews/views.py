@@ -18,10 +18,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from config.errors import ApplicationError, Conflict, NotFound, PermissionRefused, ValidationFailed
+from core.errors import ApplicationError, Conflict, NotFound, PermissionRefused, ValidationFailed
 
 from . import selectors, services
 from .forms import DecisionForm
+from .home_selectors import home_sections
 from .models import Lease, Queue, Review
 from .roles import can_work_queue
 
@@ -32,6 +33,8 @@ WORKBENCH_PANEL = "reviews/_workbench.html"
 @login_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
+    """Where each role lands: its own sections (an approver's inbox, a deployer's releases,
+    an auditor's chain, an ML engineer's runs), and the review queues."""
     queues = selectors.queues_for(user=request.user)
     counts = selectors.queue_counts(queues=queues, user=request.user)
     rows = [
@@ -45,7 +48,12 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "reviews/home.html",
-        {"rows": rows, "roles": selectors.roles_of(request.user)},
+        {
+            "rows": rows,
+            "roles": selectors.roles_of(request.user),
+            "works_queues": any(row["can_work"] for row in rows),
+            **home_sections(user=request.user),
+        },
     )
 
 
@@ -100,6 +108,7 @@ def _render_workbench(
         "last_review": last_review,
         "is_escalation": queue.kind == Queue.Kind.ESCALATION,
         "guidelines": selectors.guidelines_current(queue=queue),
+        "origin_guidelines": None,
     }
     if lease is not None:
         output = lease.output
@@ -108,6 +117,10 @@ def _render_workbench(
         context["earlier_reviews"] = (
             selectors.reviews_for_lead(output=output) if context["is_escalation"] else []
         )
+        if context["is_escalation"]:
+            context["origin_guidelines"] = selectors.guidelines_escalated_from(
+                output=output, reviews=context["earlier_reviews"]
+            )
     else:
         queues = [q for q in selectors.queues_for(user=request.user) if q.pk != queue.pk]
         queues = [q for q in queues if can_work_queue(request.user, q)]

@@ -4,7 +4,7 @@ from django.core.management import call_command
 from django.db import connection, connections
 from rest_framework.test import APIClient
 
-from reviews.models import Role
+from core.roles import Role
 
 from .audit_guard import flush_lifting_the_guard, lift_audit_guard
 from .factories import UserFactory

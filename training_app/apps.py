@@ -41,3 +41,10 @@ class TrainingAppConfig(AppConfig):
             "training_app.view_webhookdelivery",
         ],
     }
+
+    def ready(self) -> None:
+        from reviews.home_selectors import home_section_provider
+
+        from .home_selectors import governance_home_sections
+
+        home_section_provider(governance_home_sections)

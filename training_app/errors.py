@@ -1,6 +1,6 @@
-"""Domain errors of the training app; config/exceptions.py maps them to HTTP answers."""
+"""Domain errors of the training app; core/http.py maps them to HTTP answers."""
 
-from config.errors import (
+from core.errors import (
     ApplicationError,
     Conflict,
     NotFound,

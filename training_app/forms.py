@@ -11,29 +11,81 @@ class LaunchForm(forms.Form):
     """The page's input; the service validates the hyperparameters (same errors as the API)."""
 
     dataset_version = forms.ModelChoiceField(
-        queryset=DatasetVersion.objects.filter(status=DatasetVersion.Status.READY)
+        queryset=DatasetVersion.objects.filter(status=DatasetVersion.Status.READY).order_by("-pk"),
+        label="Dataset version",
+        help_text="A ready dataset version; its train split is trained on, its eval split "
+        "picks the best adapter.",
     )
     base_model = forms.ModelChoiceField(
-        queryset=BaseModel.objects.all(), required=False, empty_label="default"
+        queryset=BaseModel.objects.all(),
+        required=False,
+        empty_label="default",
+        label="Base model",
+        help_text="The model the adapter is trained on; with a parent version, the parent's.",
     )
     parent_version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.filter(status__in=PARENT_STATUSES),
         required=False,
         empty_label="none: new adapter on the base model",
+        label="Continue from version",
+        help_text="Train further from this version's adapter instead of a new one.",
     )
-    name = forms.CharField(required=False, max_length=100)
-    lora_r = forms.IntegerField(initial=DEFAULTS["lora_r"])
-    lora_alpha = forms.IntegerField(initial=DEFAULTS["lora_alpha"])
-    lora_dropout = forms.FloatField(initial=DEFAULTS["lora_dropout"])
-    target_modules = forms.CharField(initial=",".join(DEFAULTS["target_modules"]))
-    learning_rate = forms.FloatField(initial=DEFAULTS["learning_rate"])
-    num_epochs = forms.IntegerField(initial=DEFAULTS["num_epochs"])
-    batch_size = forms.IntegerField(initial=DEFAULTS["batch_size"])
+    name = forms.CharField(
+        required=False,
+        max_length=100,
+        label="Version name",
+        help_text="Optional; a name is generated when left empty.",
+    )
+    lora_r = forms.IntegerField(
+        initial=DEFAULTS["lora_r"],
+        label="LoRA rank (r)",
+        help_text="Width of the adapter's low-rank matrices: higher learns more, costs more.",
+    )
+    lora_alpha = forms.IntegerField(
+        initial=DEFAULTS["lora_alpha"],
+        label="LoRA alpha",
+        help_text="Scale of the adapter's update (alpha / r); usually twice the rank.",
+    )
+    lora_dropout = forms.FloatField(
+        initial=DEFAULTS["lora_dropout"],
+        label="LoRA dropout",
+        help_text="Share of the adapter's inputs dropped while training (0 to 0.9).",
+    )
+    target_modules = forms.CharField(
+        initial=",".join(DEFAULTS["target_modules"]),
+        label="Target layers",
+        help_text="Comma-separated layer names the adapter attaches to, e.g. q_proj,v_proj.",
+    )
+    learning_rate = forms.FloatField(
+        initial=DEFAULTS["learning_rate"],
+        label="Learning rate",
+        help_text="Peak step size of the optimizer, after warm-up.",
+    )
+    num_epochs = forms.IntegerField(
+        initial=DEFAULTS["num_epochs"],
+        label="Epochs",
+        help_text="Passes over the training split.",
+    )
+    batch_size = forms.IntegerField(
+        initial=DEFAULTS["batch_size"],
+        label="Batch size",
+        help_text="Examples per forward pass.",
+    )
     gradient_accumulation_steps = forms.IntegerField(
-        initial=DEFAULTS["gradient_accumulation_steps"]
+        initial=DEFAULTS["gradient_accumulation_steps"],
+        label="Gradient accumulation",
+        help_text="Batches per optimizer step (effective batch: batch size times this).",
     )
-    max_length = forms.IntegerField(initial=DEFAULTS["max_length"])
-    seed = forms.IntegerField(initial=DEFAULTS["seed"])
+    max_length = forms.IntegerField(
+        initial=DEFAULTS["max_length"],
+        label="Maximum length (tokens)",
+        help_text="Longer examples are truncated to this many tokens.",
+    )
+    seed = forms.IntegerField(
+        initial=DEFAULTS["seed"],
+        label="Random seed",
+        help_text="Same seed, data and settings: the same run.",
+    )
 
     HYPERPARAMETERS = (
         "lora_r",

@@ -13,17 +13,18 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_POST, require_safe
 
-from config.errors import ApplicationError
+from core.errors import ApplicationError
+from core.permissions import can, permission_required_for_page
 from datasets_app.models import DatasetVersionExample, Example
-from reviews.api.views import AuditFilter
 from reviews.diffing import word_diff
-from reviews.models import AuditEvent, Review, Role
-from reviews.roles import has_role
+from reviews.models import AuditEvent, Review
 
+from .audit_views import AuditLogFilter
 from .compliance import compliance_archive, compliance_report, example_lineage
 from .errors import ModelVersionNotFound
 from .models import Channel, ModelVersion, SignoffRequest
 from .policy import channel_policy, lower_is_better
+from .progress_selectors import signoff_comparisons_progress
 from .selectors import can_view_training, model_version_get
 from .services import (
     can_deploy,
@@ -36,7 +37,6 @@ from .services import (
     signoff_refusal,
     signoff_request_create,
 )
-from .services.serving import GENERATE_ROLES
 
 
 def _viewer(request):
@@ -95,7 +95,9 @@ def signoff_request_new(request, version_id):
     except ApplicationError as exc:
         _refuse_or_message(request, exc)
         return redirect("training:governance", version_id=version.pk)
-    messages.success(request, "Put forward; the comparisons are running.")
+    # The comparisons' progress is on the page, from their state: a flash saying they are
+    # running would outlive them.
+    messages.success(request, f"Put forward for {channel.name}.")
     return redirect("training:signoff", pk=created.pk)
 
 
@@ -115,8 +117,21 @@ def _samples_with_diff(evaluation) -> list[dict]:
 @login_required
 @require_safe
 def signoff_detail(request, pk):
-    """The approver's page: the evaluation report first, then the decision form."""
+    """The approver's page: the decision panel first (the report is long), then the evaluation
+    report and the regression gate, which update themselves while the comparisons run."""
     _viewer(request)
+    return render(request, "training_app/signoff.html", _signoff_context(request, pk))
+
+
+@login_required
+@require_safe
+def signoff_comparisons(request, pk):
+    """The live part of the sign-off page, polled while its comparisons are unfinished."""
+    _viewer(request)
+    return render(request, "training_app/_signoff_comparisons.html", _signoff_context(request, pk))
+
+
+def _signoff_context(request, pk) -> dict:
     signoff = get_object_or_404(
         SignoffRequest.objects.select_related(
             "version__run",
@@ -150,19 +165,17 @@ def signoff_detail(request, pk):
         )
     refusal = signoff_refusal(user=request.user, request=signoff)
     decided = signoff.approvals.filter(approver=request.user).exists()
-    return render(
-        request,
-        "training_app/signoff.html",
-        {
-            "signoff": signoff,
-            "version": version,
-            "reports": reports,
-            "gate": signoff_gate(request=signoff),
-            "approvals": signoff.approvals.select_related("approver"),
-            "refusal": refusal.message if refusal is not None else "",
-            "can_decide": refusal is None and not decided and signoff.status == "open",
-        },
-    )
+    return {
+        "signoff": signoff,
+        "version": version,
+        "reports": reports,
+        "gate": signoff_gate(request=signoff),
+        "progress": signoff_comparisons_progress(request=signoff),
+        "approvals": signoff.approvals.select_related("approver"),
+        "refusal": refusal.message if refusal is not None else "",
+        "can_decide": refusal is None and not decided and signoff.status == "open",
+        "can_deploy": can_deploy(request.user),
+    }
 
 
 @login_required
@@ -224,7 +237,7 @@ def channel_detail(request, name):
             # The first release rolls back to nothing: the channel is taken offline.
             "can_withdraw": channel.live_deployment is not None and before is None,
             "can_deploy": can_deploy(request.user),
-            "can_try": has_role(request.user, *GENERATE_ROLES),
+            "can_try": can(request.user, "channel.generate"),
         },
     )
 
@@ -357,11 +370,10 @@ def example_lineage_view(request, example_id):
 
 @login_required
 @require_safe
+@permission_required_for_page("audit.read", "The audit log is for auditors and admins.")
 def audit_log(request):
     """The audit log for auditors and admins, with the API's filters and a JSONL export."""
-    if not has_role(request.user, Role.AUDITOR, Role.ADMIN):
-        raise PermissionDenied("The audit log is for auditors and admins.")
-    events = AuditFilter(request.GET, queryset=AuditEvent.objects.order_by("-seq"))
+    events = AuditLogFilter(request.GET, queryset=AuditEvent.objects.order_by("-seq"))
     page = Paginator(events.qs if events.is_valid() else AuditEvent.objects.none(), 100)
     return render(
         request,

@@ -12,7 +12,8 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST, require_safe
 
-from config.errors import ApplicationError
+from core.errors import ApplicationError
+from core.permissions import permission_required_for_page
 
 from .charts import COLOURS
 from .errors import ModelVersionNotFound
@@ -25,7 +26,7 @@ from .services.monitoring import (
     retraining_plan,
     retraining_start,
 )
-from .services.webhooks import EVENTS, can_configure_webhooks, webhook_save
+from .services.webhooks import EVENTS, webhook_save
 
 PLOTTED = ("correction", "rejection", "approval", "escalation")
 
@@ -160,10 +161,11 @@ def version_monitoring(request, version_id):
 
 
 @login_required
+@permission_required_for_page(
+    "monitoring.retrain", "Only ML engineers and admins start retraining."
+)
 def retrain(request, version_id):
     """The guided flow: what the new dataset will hold, then build + launch in one step."""
-    if not can_retrain(request.user):
-        raise PermissionDenied("Only ML engineers and admins start retraining.")
     try:
         version = model_version_get(version_id=version_id)
     except ModelVersionNotFound as exc:
@@ -213,9 +215,8 @@ def alert_acknowledge(request, pk):
 
 
 @login_required
+@permission_required_for_page("webhooks.configure", "Webhooks are for admins.")
 def webhooks(request):
-    if not can_configure_webhooks(request.user):
-        raise PermissionDenied("Webhooks are for admins.")
     created = None
     if request.method == "POST":
         try:

@@ -32,7 +32,7 @@ def lower_is_better(metric: str) -> bool:
 
 def validate_policy(policy: Any) -> tuple[str, str] | None:
     """(field, message) of the first problem in a policy override, or None."""
-    from reviews.models import Role
+    from core.roles import Role
 
     if not isinstance(policy, dict):
         return "policy", "must be an object"

@@ -5,17 +5,14 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from reviews.models import Role
-from reviews.roles import has_role
+from core.permissions import can
 
 from .errors import ModelVersionNotFound, TrainingRunNotFound
 from .models import BaseModel, Evaluation, ModelVersion, TrainingRun
 
-VIEW_ROLES = (Role.ML_ENGINEER, Role.APPROVER, Role.DEPLOYER, Role.AUDITOR, Role.ADMIN)
-
 
 def can_view_training(user: AbstractBaseUser | AnonymousUser) -> bool:
-    return has_role(user, *VIEW_ROLES)
+    return can(user, "training.view")
 
 
 def training_runs_list() -> QuerySet[TrainingRun]:

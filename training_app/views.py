@@ -3,18 +3,23 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Model
+from django.forms import ModelChoiceField
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
-from config.errors import ApplicationError
+from core.errors import ApplicationError
+from core.permissions import permission_required_for_page
 from reviews.models import Output
 
 from .charts import bar_chart, line_chart
 from .errors import ModelVersionNotFound, TrainingRunNotFound
+from .estimate_selectors import RunEstimate, dataset_version_to_preselect, run_estimate
 from .forms import LaunchForm
 from .models import Channel
+from .progress_selectors import version_evaluations_progress
 from .selectors import (
     base_models_list,
     can_view_training,
@@ -25,8 +30,15 @@ from .selectors import (
     training_run_get,
     training_runs_list,
 )
-from .services import can_launch_training, training_run_cancel, training_run_create
+from .services import (
+    can_launch_training,
+    can_request_signoff,
+    training_run_cancel,
+    training_run_create,
+)
+from .services.base_models import base_model_default
 from .services.serving import channel_generate
+from .training.hyperparameters import DEFAULTS
 
 COMPARED = ("eval_loss", "perplexity", "exact_match", "token_f1", "rouge_l", "length_ratio")
 
@@ -55,10 +67,15 @@ def index(request):
 
 
 @login_required
+@permission_required_for_page(
+    "training.launch", "Only ML engineers and admins launch training runs."
+)
 def launch(request):
-    if not can_launch_training(request.user):
-        raise PermissionDenied("Only ML engineers and admins launch training runs.")
-    form = LaunchForm(request.POST or None)
+    if request.method == "POST":
+        form = LaunchForm(request.POST)
+    else:
+        preselected = dataset_version_to_preselect(requested=request.GET.get("dataset_version"))
+        form = LaunchForm(initial={"dataset_version": preselected})
     if request.method == "POST" and form.is_valid():
         try:
             run = training_run_create(
@@ -73,10 +90,67 @@ def launch(request):
             field = (exc.field or "").removeprefix("hyperparameters.")
             form.add_error(field if field in form.fields else None, exc.message)
         else:
-            messages.success(request, "Training run queued.")
+            # No flash message: the run page says "queued" from the run's state, so the
+            # banner cannot outlive the state it announced while the page updates itself.
             return redirect("training:run", run_id=run.pk)
+    estimate = _run_estimate(request.POST if request.method == "POST" else None, form)
     return render(
-        request, "training_app/launch.html", {"form": form}, status=400 if form.errors else 200
+        request,
+        "training_app/launch.html",
+        {"form": form, "estimate": estimate},
+        status=400 if form.errors else 200,
+    )
+
+
+def _chosen(field: ModelChoiceField, value: str | None) -> Model | None:
+    try:
+        return field.to_python(value)
+    except ValidationError:
+        return None
+
+
+def _number(data, name: str) -> int:
+    try:
+        return max(1, int(data.get(name) or DEFAULTS[name]))
+    except (TypeError, ValueError):
+        return DEFAULTS[name]
+
+
+def _run_estimate(data, form: LaunchForm) -> RunEstimate | None:
+    """The run form's estimate from what it holds now: the submitted values (a re-shown form or
+    the htmx fragment), else the form's initial dataset with the default hyperparameters."""
+    fields = form.fields
+    if data is None:
+        data = {"dataset_version": getattr(form.initial.get("dataset_version"), "pk", None)}
+    dataset_version = _chosen(fields["dataset_version"], data.get("dataset_version"))
+    if dataset_version is None:
+        return None
+    parent = _chosen(fields["parent_version"], data.get("parent_version"))
+    base_model = (
+        parent.base_model
+        if parent is not None
+        else _chosen(fields["base_model"], data.get("base_model")) or base_model_default()
+    )
+    return run_estimate(
+        dataset_version=dataset_version,
+        base_model=base_model,
+        batch_size=_number(data, "batch_size"),
+        gradient_accumulation_steps=_number(data, "gradient_accumulation_steps"),
+        num_epochs=_number(data, "num_epochs"),
+    )
+
+
+@login_required
+@require_safe
+@permission_required_for_page(
+    "training.launch", "Only ML engineers and admins launch training runs."
+)
+def launch_estimate(request):
+    """The run form's estimate as a fragment, asked for again whenever the form changes."""
+    return render(
+        request,
+        "training_app/_run_estimate.html",
+        {"estimate": _run_estimate(request.GET, LaunchForm())},
     )
 
 
@@ -144,6 +218,20 @@ def version_list(request):
 def version_detail(request, version_id):
     """The comparison page: the version's latest evaluation against its reference, plotted."""
     _viewer(request)
+    return render(request, "training_app/version.html", _version_context(request, version_id))
+
+
+@login_required
+@require_safe
+def version_evaluation(request, version_id):
+    """The live part of the version page, polled while an evaluation of it is unfinished."""
+    _viewer(request)
+    return render(
+        request, "training_app/_version_evaluation.html", _version_context(request, version_id)
+    )
+
+
+def _version_context(request, version_id) -> dict:
     try:
         version = model_version_get(version_id=version_id)
     except ModelVersionNotFound as exc:
@@ -160,18 +248,16 @@ def version_detail(request, version_id):
         }
         chart = bar_chart(groups, title="Candidate vs reference")
         rows = [(name, candidate[name], reference[name]) for name in groups]
-    return render(
-        request,
-        "training_app/version.html",
-        {
-            "version": version,
-            "evaluation": evaluation,
-            "evaluations": model_version_evaluations(version=version),
-            "chart": chart,
-            "rows": rows,
-            "lower_is_better": {"eval_loss", "perplexity"},
-        },
-    )
+    return {
+        "version": version,
+        "evaluation": evaluation,
+        "evaluations": model_version_evaluations(version=version),
+        "progress": version_evaluations_progress(version=version),
+        "can_request_signoff": can_request_signoff(request.user),
+        "chart": chart,
+        "rows": rows,
+        "lower_is_better": {"eval_loss", "perplexity"},
+    }
 
 
 @login_required

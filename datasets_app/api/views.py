@@ -8,7 +8,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from reviews.api.permissions import roles_allowed
+from core.api.permissions import allowed
 
 from .. import selectors, services
 from .serializers import (
@@ -26,8 +26,8 @@ class DatasetVersionListCreateApi(generics.ListAPIView):
 
     def get_permissions(self):
         if self.request.method == "POST":
-            return [roles_allowed(*selectors.BUILDERS)()]
-        return [roles_allowed(*selectors.READERS)()]
+            return [allowed("datasets.build")()]
+        return [allowed("datasets.read")()]
 
     def get_queryset(self):
         return selectors.dataset_versions_list()
@@ -55,7 +55,7 @@ class DatasetVersionListCreateApi(generics.ListAPIView):
 
 
 class DatasetVersionDetailApi(APIView):
-    permission_classes = [roles_allowed(*selectors.READERS)]
+    permission_classes = [allowed("datasets.read")]
 
     @extend_schema(responses=DatasetVersionSerializer)
     def get(self, request: Request, pk: int) -> Response:
@@ -66,7 +66,7 @@ class DatasetVersionDetailApi(APIView):
 class DatasetVersionExportApi(APIView):
     """JSONL (chat, prompt_completion, dpo) or the Markdown data card, streamed."""
 
-    permission_classes = [roles_allowed(*selectors.READERS)]
+    permission_classes = [allowed("datasets.read")]
 
     def perform_content_negotiation(self, request, force=False):
         # `format` names the export here, not a DRF renderer.
@@ -108,7 +108,7 @@ class DatasetVersionExportApi(APIView):
 
 
 class DatasetVersionDiffApi(APIView):
-    permission_classes = [roles_allowed(*selectors.READERS)]
+    permission_classes = [allowed("datasets.read")]
 
     @extend_schema(responses=DatasetDiffSerializer)
     def get(self, request: Request, pk: int, other_id: int) -> Response:

@@ -11,8 +11,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.views import APIView
 
-from ..models import AuditEvent, Role
-from .permissions import roles_allowed
+from core.api.permissions import allowed
+
+from ..models import AuditEvent
 from .views import AuditFilter
 
 
@@ -46,7 +47,7 @@ def audit_jsonl(events) -> Iterator[str]:
 
 
 class AuditExportApi(APIView):
-    permission_classes = [roles_allowed(Role.AUDITOR, Role.ADMIN)]
+    permission_classes = [allowed("audit.read")]
 
     @extend_schema(
         parameters=[
@@ -59,7 +60,7 @@ class AuditExportApi(APIView):
     def get(self, request):
         events = AuditFilter(request.GET, queryset=AuditEvent.objects.all())
         if not events.is_valid():
-            from config.errors import ValidationFailed
+            from core.errors import ValidationFailed
 
             field = next(iter(events.errors))
             raise ValidationFailed(f"{field}: {events.errors[field][0]}", field=field)

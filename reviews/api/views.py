@@ -12,10 +12,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.permissions import allowed
+
 from .. import selectors, services
 from ..errors import AuditChainBroken, QueueNotFound
-from ..models import AuditEvent, AuditHead, Output, Queue, Review, Role, RoutingRule
-from .permissions import roles_allowed
+from ..models import AuditEvent, AuditHead, Output, Queue, Review, RoutingRule
 from .serializers import (
     AgreementSerializer,
     AuditEventSerializer,
@@ -34,11 +35,6 @@ from .serializers import (
     ReviewSerializer,
     RoutingRuleSerializer,
 )
-
-ANY_ROLE = [r.value for r in Role]
-WORKERS = [Role.REVIEWER, Role.LEAD, Role.ADMIN]
-MANAGERS = [Role.LEAD, Role.ADMIN]
-INGESTERS = [Role.ML_ENGINEER, Role.ADMIN]
 
 
 class OutputFilter(django_filters.FilterSet):
@@ -63,8 +59,8 @@ class OutputListCreateApi(generics.ListAPIView):
 
     def get_permissions(self):
         if self.request.method == "POST":
-            return [roles_allowed(*INGESTERS)()]
-        return [roles_allowed(*selectors.OVERSEERS)()]
+            return [allowed("outputs.ingest")()]
+        return [allowed("outputs.read")()]
 
     def get_queryset(self):
         return (
@@ -103,7 +99,7 @@ class OutputListCreateApi(generics.ListAPIView):
 
 class OutputDetailApi(generics.RetrieveAPIView):
     serializer_class = OutputSerializer
-    permission_classes = [roles_allowed(*selectors.OVERSEERS)]
+    permission_classes = [allowed("outputs.read")]
 
     def get_queryset(self):
         return selectors.outputs_visible_to(user=self.request.user).select_related(
@@ -112,7 +108,7 @@ class OutputDetailApi(generics.RetrieveAPIView):
 
 
 class OutputGoldApi(APIView):
-    permission_classes = [roles_allowed(*MANAGERS)]
+    permission_classes = [allowed("outputs.mark_gold")]
 
     @extend_schema(request=GoldInSerializer, responses=OutputSerializer)
     def post(self, request: Request, pk: int) -> Response:
@@ -131,8 +127,8 @@ class QueueListCreateApi(generics.ListAPIView):
 
     def get_permissions(self):
         if self.request.method == "POST":
-            return [roles_allowed(*MANAGERS)()]
-        return [roles_allowed(*ANY_ROLE)()]
+            return [allowed("queues.manage")()]
+        return [allowed("any_role")()]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -177,12 +173,12 @@ class QueueDetailApi(APIView):
 
     def get_permissions(self):
         if self.request.method == "PATCH":
-            return [roles_allowed(*MANAGERS)()]
-        return [roles_allowed(*ANY_ROLE)()]
+            return [allowed("queues.manage")()]
+        return [allowed("any_role")()]
 
 
 class QueueAgreementApi(APIView):
-    permission_classes = [roles_allowed(Role.LEAD, Role.ADMIN, Role.AUDITOR, Role.ML_ENGINEER)]
+    permission_classes = [allowed("queues.agreement")]
 
     @extend_schema(responses=AgreementSerializer)
     def get(self, request: Request, pk: int) -> Response:
@@ -212,7 +208,7 @@ def _claim_body(lease) -> dict:
 class QueueClaimApi(APIView):
     """Lease the next item of the queue to the caller: 200 with it, 204 when nothing is left."""
 
-    permission_classes = [roles_allowed(*WORKERS)]
+    permission_classes = [allowed("queues.work")]
 
     @extend_schema(
         request=None,
@@ -232,7 +228,7 @@ class QueueClaimApi(APIView):
 
 
 class LeaseRenewApi(APIView):
-    permission_classes = [roles_allowed(*WORKERS)]
+    permission_classes = [allowed("queues.work")]
 
     @extend_schema(request=None, responses=LeaseSerializer)
     def post(self, request: Request, pk: str) -> Response:
@@ -241,7 +237,7 @@ class LeaseRenewApi(APIView):
 
 
 class LeaseReleaseApi(APIView):
-    permission_classes = [roles_allowed(*WORKERS)]
+    permission_classes = [allowed("queues.work")]
 
     @extend_schema(request=None, responses=LeaseSerializer)
     def post(self, request: Request, pk: str) -> Response:
@@ -301,8 +297,8 @@ class ReviewListCreateApi(generics.ListAPIView):
 
     def get_permissions(self):
         if self.request.method == "POST":
-            return [roles_allowed(*WORKERS)()]
-        return [roles_allowed(*ANY_ROLE)()]
+            return [allowed("queues.work")()]
+        return [allowed("any_role")()]
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -328,7 +324,7 @@ class ReviewListCreateApi(generics.ListAPIView):
 class ReviewUndoApi(APIView):
     """Take back your most recent decision; the item is leased back to you to decide again."""
 
-    permission_classes = [roles_allowed(*WORKERS)]
+    permission_classes = [allowed("queues.work")]
 
     @extend_schema(request=None, responses=ClaimSerializer)
     def post(self, request: Request, pk: int) -> Response:
@@ -343,8 +339,8 @@ class RoutingRuleListCreateApi(generics.ListAPIView):
 
     def get_permissions(self):
         if self.request.method == "POST":
-            return [roles_allowed(*MANAGERS)()]
-        return [roles_allowed(Role.LEAD, Role.ADMIN, Role.AUDITOR, Role.ML_ENGINEER)()]
+            return [allowed("queues.manage")()]
+        return [allowed("routing.read")()]
 
     @extend_schema(request=RoutingRuleSerializer, responses={201: RoutingRuleSerializer})
     def post(self, request: Request) -> Response:
@@ -357,8 +353,8 @@ class RoutingRuleListCreateApi(generics.ListAPIView):
 class RoutingRuleDetailApi(APIView):
     def get_permissions(self):
         if self.request.method in ("PATCH", "DELETE"):
-            return [roles_allowed(*MANAGERS)()]
-        return [roles_allowed(Role.LEAD, Role.ADMIN, Role.AUDITOR, Role.ML_ENGINEER)()]
+            return [allowed("queues.manage")()]
+        return [allowed("routing.read")()]
 
     @extend_schema(responses=RoutingRuleSerializer)
     def get(self, request: Request, pk: int) -> Response:
@@ -397,11 +393,11 @@ class AuditListApi(generics.ListAPIView):
     serializer_class = AuditEventSerializer
     queryset = AuditEvent.objects.order_by("seq")
     filterset_class = AuditFilter
-    permission_classes = [roles_allowed(Role.AUDITOR, Role.ADMIN)]
+    permission_classes = [allowed("audit.read")]
 
 
 class AuditVerifyApi(APIView):
-    permission_classes = [roles_allowed(Role.AUDITOR, Role.ADMIN)]
+    permission_classes = [allowed("audit.read")]
 
     @extend_schema(responses=AuditVerifySerializer)
     def get(self, request: Request) -> Response:

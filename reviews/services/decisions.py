@@ -9,10 +9,12 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.permissions import require
+
 from ..diffing import word_diff
 from ..errors import AlreadyResolved, LeaseLost, PermissionRefused, ValidationFailed
-from ..models import Lease, Output, Review, Role
-from ..roles import can_work_queue, has_role
+from ..models import Lease, Output, Review
+from ..roles import can_work_queue
 from ..selectors import guidelines_current
 from .audit import audit_append, audit_append_many
 from .leases import _held_lease, lease_end
@@ -244,8 +246,7 @@ def _escalate(output: Output, *, why: str) -> dict[str, Any]:
 @transaction.atomic
 def output_mark_gold(*, output: Output, user: AbstractBaseUser, is_gold: bool = True) -> Output:
     """A lead marks a human-resolved item as gold: its answer becomes the key for checks."""
-    if not has_role(user, Role.LEAD, Role.ADMIN):
-        raise PermissionRefused("Only leads mark gold items.")
+    require(user, "outputs.mark_gold", PermissionRefused("Only leads mark gold items."))
     output = Output.objects.select_for_update(no_key=True).get(pk=output.pk)
     if is_gold and (
         output.status != Status.RESOLVED or output.resolved_by == Output.ResolvedBy.ROUTING

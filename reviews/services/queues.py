@@ -7,9 +7,10 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.forms.models import model_to_dict
 
+from core.permissions import require
+
 from ..errors import PermissionRefused, ValidationFailed
-from ..models import GuidelineVersion, Queue, Role, RoutingRule
-from ..roles import has_role
+from ..models import GuidelineVersion, Queue, RoutingRule
 from ..selectors import guidelines_current
 from .audit import audit_append
 from .text import unstorable
@@ -41,8 +42,11 @@ RULE_FIELDS = {
 
 
 def _require_manager(user: AbstractBaseUser) -> None:
-    if not has_role(user, Role.ADMIN, Role.LEAD):
-        raise PermissionRefused("Only leads and admins configure queues and routing.")
+    require(
+        user,
+        "queues.manage",
+        PermissionRefused("Only leads and admins configure queues and routing."),
+    )
 
 
 def _full_clean(instance: Any) -> None:

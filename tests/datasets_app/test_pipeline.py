@@ -101,6 +101,8 @@ def test_it_masks_configured_patterns_and_counts_per_type():
     assert out[0].messages[1]["content"] == "Sent to <EMAIL> and <EMAIL>"
     assert per_type == {"EMAIL": 3, "POLICY": 1}
     assert report.changed == 1 and report.count_out == 2
+    # The step's reasons count the same replacements as the per-type figures.
+    assert report.reasons == {"masked EMAIL": 3, "masked POLICY": 1}
 
 
 def test_it_drops_examples_with_pii_when_asked():

@@ -19,7 +19,7 @@ import pytest
 from django.db import close_old_connections, connections
 from django.utils import timezone
 
-from config.errors import Conflict
+from core.errors import Conflict
 from datasets_app import pipeline
 from datasets_app.errors import DatasetImmutable, ExampleInUse
 from datasets_app.models import DatasetVersion, DatasetVersionExample, Example

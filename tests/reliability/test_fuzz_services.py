@@ -1,7 +1,7 @@
 """Hypothesis on the services themselves, below the API's serializers: arbitrary unicode (NUL,
 lone surrogates, right-to-left marks), huge integers, NaN, nested JSON.
 
-For the database services the property is: a clean refusal (config.errors.ApplicationError:
+For the database services the property is: a clean refusal (core.errors.ApplicationError:
 ValidationFailed and its kin, the service's documented errors) or success, never any other
 exception, and a refused call writes nothing (row counts before and after). Each example runs
 in a savepoint that is rolled back, so examples do not see each other's rows.
@@ -23,7 +23,7 @@ from django.db import transaction
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from config.errors import ApplicationError
+from core.errors import ApplicationError
 from datasets_app import pipeline
 from datasets_app.errors import InvalidDatasetRequest
 from datasets_app.services import BuildSettings, manifest_hash

@@ -4,8 +4,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from core.roles import Role
 from reviews.errors import LeaseLost, QueueForbidden
-from reviews.models import Lease, Output, Queue, Role
+from reviews.models import Lease, Output, Queue
 from reviews.services import (
     lease_release,
     lease_renew,
@@ -107,7 +108,7 @@ def test_an_expired_lease_cannot_be_renewed(queue, personas):
 
 
 def test_someone_elses_lease_cannot_be_renewed_released_or_used(queue, personas):
-    from config.errors import PermissionRefused
+    from core.errors import PermissionRefused
 
     OutputFactory(queue=queue)
     lease = queue_claim_next(queue=queue, user=personas["reviewer"])
@@ -171,14 +172,14 @@ class TestGold:
         return output_mark_gold(output=output, user=personas["lead"])
 
     def test_only_leads_mark_gold(self, queue, personas):
-        from config.errors import PermissionRefused
+        from core.errors import PermissionRefused
 
         output = OutputFactory(queue=queue, status=Output.Status.RESOLVED, resolution="approved")
         with pytest.raises(PermissionRefused):
             output_mark_gold(output=output, user=personas["reviewer"])
 
     def test_unresolved_items_cannot_be_gold(self, queue, personas):
-        from config.errors import ValidationFailed
+        from core.errors import ValidationFailed
 
         with pytest.raises(ValidationFailed):
             output_mark_gold(output=OutputFactory(queue=queue), user=personas["lead"])

@@ -1,6 +1,6 @@
 import pytest
 
-from config.errors import ValidationFailed
+from core.errors import ValidationFailed
 from reviews.errors import AlreadyResolved
 from reviews.models import AuditEvent, Output, Review
 from reviews.selectors import cohens_kappa, queue_agreement
@@ -171,7 +171,7 @@ def test_a_resolved_item_cannot_be_decided_again(single, personas):
 
 
 def test_auditors_cannot_decide_even_with_a_lease_id(single, personas):
-    from config.errors import PermissionRefused
+    from core.errors import PermissionRefused
 
     OutputFactory(queue=single)
     lease = queue_claim_next(queue=single, user=personas["reviewer"])

@@ -1,7 +1,7 @@
 import pytest
 from django.utils import timezone
 
-from config.errors import Conflict, PermissionRefused
+from core.errors import Conflict, PermissionRefused
 from reviews.models import AuditEvent, Output, OutputLock
 from reviews.services import escalation_queue, queue_claim_next, review_submit, review_undo
 

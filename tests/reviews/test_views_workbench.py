@@ -404,3 +404,34 @@ def test_a_lead_cannot_escalate_an_escalation(client, personas, escalated):
     response = decide(client, lease, decision="escalate", reason="not sure")
     assert response.status_code == 400
     assert "a lead&#x27;s decision is final" in response.content.decode()
+
+
+def test_a_lead_deciding_an_escalation_sees_the_original_queues_guidelines(
+    client, personas, escalated
+):
+    guidelines_publish(
+        queue=escalated.queue,
+        user=personas["lead"],
+        text="# Payment times\n\n- Claims are paid within **5 to 10 days**.",
+    )
+    client.force_login(personas["lead"])
+    html = client.get(work_url(escalation_queue())).content.decode()
+    assert f"Item #{escalated.pk}" in html
+    assert "This queue has no guidelines yet." not in html
+    assert "Guidelines of policy-review" in html
+    assert "the queue this item was escalated from" in html
+    assert "<strong>5 to 10 days</strong>" in html
+    # The reviewers decided before these guidelines were published: the lead is told so.
+    assert "Reviewers worked without guidelines" in html
+    assert "The escalations queue has no guidelines of its own." in html
+
+
+def test_the_escalation_queues_own_guidelines_come_after_the_original_ones(
+    client, personas, escalated
+):
+    guidelines_publish(queue=escalated.queue, user=personas["lead"], text="Original rules.")
+    guidelines_publish(queue=escalation_queue(), user=personas["lead"], text="Lead rules.")
+    client.force_login(personas["lead"])
+    html = client.get(work_url(escalation_queue())).content.decode()
+    assert html.index("Original rules.") < html.index("Lead rules.")
+    assert "Guidelines of the escalations queue" in html

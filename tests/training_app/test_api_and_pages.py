@@ -2,7 +2,7 @@
 
 import pytest
 
-from reviews.models import Role
+from core.roles import Role
 from training_app.models import Evaluation, ModelVersion, TrainingRun
 from training_app.services import training_run_create
 

@@ -11,13 +11,12 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from reviews.api.permissions import roles_allowed
-from reviews.models import Role
+from core.api.permissions import allowed
 
 from ..compliance import compliance_archive, compliance_report
 from ..errors import ChannelNotFound, InvalidGovernanceRequest, SignoffRequestNotFound
 from ..models import Channel, Deployment, ModelVersion, SignoffRequest
-from ..selectors import VIEW_ROLES, model_version_get
+from ..selectors import model_version_get
 from ..services import (
     channel_deploy,
     channel_rollback,
@@ -26,9 +25,8 @@ from ..services import (
     signoff_gate,
     signoff_request_create,
 )
-from ..services.deployments import ADAPTER_DOWNLOADS, DEPLOY_ROLES, RETIRE_ROLES
-from ..services.serving import GENERATE_ROLES, channel_generate
-from ..services.signoff import REQUEST_ROLES
+from ..services.deployments import ADAPTER_DOWNLOADS
+from ..services.serving import channel_generate
 
 
 def channel_get(name: str) -> Channel:
@@ -180,7 +178,7 @@ def channel_data(channel: Channel, request) -> dict:
 
 
 class SignoffRequestCreateApi(APIView):
-    permission_classes = [roles_allowed(*REQUEST_ROLES)]
+    permission_classes = [allowed("signoff.request")]
 
     @extend_schema(request=SignoffRequestCreateInput, responses={201: dict})
     def post(self, request, version_id):
@@ -202,7 +200,7 @@ class SignoffRequestCreateApi(APIView):
 
 
 class SignoffRequestDetailApi(APIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(responses=dict)
     def get(self, request, pk):
@@ -211,7 +209,7 @@ class SignoffRequestDetailApi(APIView):
 
 class SignoffDecideApi(APIView):
     # The policy names the approving role; the service checks it (and separation of duties).
-    permission_classes = [roles_allowed(*[r.value for r in Role])]
+    permission_classes = [allowed("signoff.decide")]
 
     @extend_schema(request=DecisionInput, responses={201: dict})
     def post(self, request, pk):
@@ -224,7 +222,7 @@ class SignoffDecideApi(APIView):
 
 
 class ModelVersionRetireApi(APIView):
-    permission_classes = [roles_allowed(*RETIRE_ROLES)]
+    permission_classes = [allowed("version.retire")]
 
     @extend_schema(request=CommentInput, responses=dict)
     def post(self, request, version_id):
@@ -241,7 +239,7 @@ class ModelVersionRetireApi(APIView):
 class ModelVersionFileApi(APIView):
     """The adapter files an external serving stack downloads (checksums in the channel view)."""
 
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(
         responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY)}
@@ -263,7 +261,7 @@ class ModelVersionFileApi(APIView):
 
 
 class ChannelListApi(APIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(responses=dict, operation_id="channels_list")
     def get(self, request):
@@ -274,7 +272,7 @@ class ChannelListApi(APIView):
 class ChannelDetailApi(APIView):
     """Which version is live, with its adapter files' download URLs and SHA-256 checksums."""
 
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(responses=dict)
     def get(self, request, name):
@@ -282,7 +280,7 @@ class ChannelDetailApi(APIView):
 
 
 class ChannelHistoryApi(APIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(responses=dict)
     def get(self, request, name):
@@ -292,7 +290,7 @@ class ChannelHistoryApi(APIView):
 
 
 class ChannelDeployApi(APIView):
-    permission_classes = [roles_allowed(*DEPLOY_ROLES)]
+    permission_classes = [allowed("channel.deploy")]
 
     @extend_schema(request=DeployInput, responses={201: dict})
     def post(self, request, name):
@@ -308,7 +306,7 @@ class ChannelDeployApi(APIView):
 
 
 class ChannelRollbackApi(APIView):
-    permission_classes = [roles_allowed(*DEPLOY_ROLES)]
+    permission_classes = [allowed("channel.deploy")]
 
     @extend_schema(request=CommentInput, responses={201: dict})
     def post(self, request, name):
@@ -321,7 +319,7 @@ class ChannelRollbackApi(APIView):
 
 
 class ChannelGenerateApi(APIView):
-    permission_classes = [roles_allowed(*GENERATE_ROLES)]
+    permission_classes = [allowed("channel.generate")]
 
     @extend_schema(request=GenerateInput, responses=dict)
     def post(self, request, name):
@@ -350,7 +348,7 @@ class ChannelGenerateApi(APIView):
 
 
 class ComplianceReportApi(APIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(responses=dict)
     def get(self, request, version_id):
@@ -358,7 +356,7 @@ class ComplianceReportApi(APIView):
 
 
 class ComplianceArchiveApi(APIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(responses={(200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY)})
     def get(self, request, version_id):

@@ -9,23 +9,20 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import NotFound
-from reviews.api.permissions import roles_allowed
+from core.api.permissions import allowed
+from core.errors import NotFound
 from reviews.models import Queue
 
 from ..errors import InvalidGovernanceRequest
 from ..models import DriftAlert, Webhook, WebhookDelivery
 from ..monitoring import BUCKETS, overview_figures, version_figures
-from ..selectors import VIEW_ROLES, model_version_get
+from ..selectors import model_version_get
 from ..services.monitoring import (
-    ACK_ROLES,
-    MONITORING_ADMIN_ROLES,
-    RETRAIN_ROLES,
     channel_monitoring_save,
     drift_alert_acknowledge,
     retraining_start,
 )
-from ..services.webhooks import WEBHOOK_ROLES, webhook_save
+from ..services.webhooks import webhook_save
 from .governance import channel_get
 
 FIGURE_PARAMS = [
@@ -81,7 +78,7 @@ def alerts_list():
 
 
 class MonitoringOverviewApi(APIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(parameters=FIGURE_PARAMS, responses=dict)
     def get(self, request):
@@ -95,7 +92,7 @@ class MonitoringOverviewApi(APIView):
 
 
 class VersionMonitoringApi(APIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(parameters=FIGURE_PARAMS, responses=dict)
     def get(self, request, version_id):
@@ -107,7 +104,7 @@ class VersionMonitoringApi(APIView):
 
 
 class DriftAlertListApi(APIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(
         parameters=[OpenApiParameter("status", str, enum=list(DriftAlert.Status.values))],
@@ -131,7 +128,7 @@ def _alert(pk: int) -> DriftAlert:
 
 
 class DriftAlertAcknowledgeApi(APIView):
-    permission_classes = [roles_allowed(*ACK_ROLES)]
+    permission_classes = [allowed("monitoring.acknowledge")]
 
     @extend_schema(request=None, responses=dict)
     def post(self, request, pk):
@@ -147,7 +144,7 @@ class MonitoringSettingsInput(serializers.Serializer):
 
 
 class ChannelMonitoringApi(APIView):
-    permission_classes = [roles_allowed(*MONITORING_ADMIN_ROLES)]
+    permission_classes = [allowed("monitoring.configure")]
 
     @extend_schema(request=MonitoringSettingsInput, responses=dict)
     def put(self, request, name):
@@ -188,7 +185,7 @@ class RetrainInput(serializers.Serializer):
 
 
 class RetrainApi(APIView):
-    permission_classes = [roles_allowed(*RETRAIN_ROLES)]
+    permission_classes = [allowed("monitoring.retrain")]
 
     @extend_schema(request=RetrainInput, responses={201: dict})
     def post(self, request, version_id):
@@ -258,7 +255,7 @@ def delivery_data(d: WebhookDelivery) -> dict:
 
 
 class WebhookListCreateApi(APIView):
-    permission_classes = [roles_allowed(*WEBHOOK_ROLES)]
+    permission_classes = [allowed("webhooks.configure")]
 
     @extend_schema(responses=dict)
     def get(self, request):
@@ -274,7 +271,7 @@ class WebhookListCreateApi(APIView):
 
 
 class WebhookDeliveryListApi(APIView):
-    permission_classes = [roles_allowed(*WEBHOOK_ROLES)]
+    permission_classes = [allowed("webhooks.configure")]
 
     @extend_schema(responses=dict)
     def get(self, request):

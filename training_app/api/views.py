@@ -6,20 +6,18 @@ from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.permissions import allowed
 from datasets_app.models import DatasetVersion
-from reviews.api.permissions import roles_allowed
 
 from ..errors import InvalidTrainingRequest
 from ..models import BaseModel, Evaluation, ModelVersion
 from ..selectors import (
-    VIEW_ROLES,
     model_version_get,
     model_versions_list,
     training_run_get,
     training_runs_list,
 )
 from ..services import training_run_cancel, training_run_create
-from ..services.runs import LAUNCH_ROLES
 from .serializers import (
     ModelVersionDetailOutput,
     ModelVersionOutput,
@@ -37,8 +35,9 @@ def _lookup(model, field: str, **query):
 
 class TrainingRunListCreateApi(APIView):
     def get_permissions(self):
-        roles = LAUNCH_ROLES if self.request.method == "POST" else VIEW_ROLES
-        return [roles_allowed(*roles)()]
+        if self.request.method == "POST":
+            return [allowed("training.launch")()]
+        return [allowed("training.view")()]
 
     @extend_schema(responses=TrainingRunOutput(many=True))
     def get(self, request):
@@ -74,7 +73,7 @@ class TrainingRunListCreateApi(APIView):
 
 
 class TrainingRunDetailApi(APIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(responses=TrainingRunOutput)
     def get(self, request, run_id):
@@ -82,7 +81,7 @@ class TrainingRunDetailApi(APIView):
 
 
 class TrainingRunCancelApi(APIView):
-    permission_classes = [roles_allowed(*LAUNCH_ROLES)]
+    permission_classes = [allowed("training.launch")]
 
     @extend_schema(request=None, responses=TrainingRunOutput)
     def post(self, request, run_id):
@@ -91,7 +90,7 @@ class TrainingRunCancelApi(APIView):
 
 
 class ModelVersionListApi(generics.ListAPIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
     serializer_class = ModelVersionOutput
     filterset_fields = ["status", "dataset_version", "base_model"]
 
@@ -100,7 +99,7 @@ class ModelVersionListApi(generics.ListAPIView):
 
 
 class ModelVersionDetailApi(APIView):
-    permission_classes = [roles_allowed(*VIEW_ROLES)]
+    permission_classes = [allowed("training.view")]
 
     @extend_schema(responses=ModelVersionDetailOutput)
     def get(self, request, version_id):

@@ -10,8 +10,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from reviews.models import Role
-from reviews.roles import has_role
+from core.permissions import can, require
 from reviews.services import audit_append
 
 from ..errors import (
@@ -26,16 +25,13 @@ from ..training.base_model import PICKLED_SUFFIXES
 from .versions import adapter_manifest, manifest_digest, model_version_transition
 from .webhooks import webhook_event_emit
 
-DEPLOY_ROLES = (Role.DEPLOYER,)
-RETIRE_ROLES = (Role.DEPLOYER, Role.ADMIN)
-CHANNEL_ADMIN_ROLES = (Role.ADMIN,)
 LIVE_STATUSES = {ModelVersion.Status.APPROVED, ModelVersion.Status.DEPLOYED}
 # What an external serving stack needs of a version: the adapter and its config.
 ADAPTER_DOWNLOADS = ("adapter_model.safetensors", "adapter_config.json")
 
 
 def can_deploy(user: AbstractBaseUser) -> bool:
-    return has_role(user, *DEPLOY_ROLES)
+    return can(user, "channel.deploy")
 
 
 def artifact_verify(*, version: ModelVersion) -> str:
@@ -271,8 +267,9 @@ def model_version_retire(
     *, user: AbstractBaseUser, version: ModelVersion, comment: str
 ) -> ModelVersion:
     """Retire an approved version that no channel serves; it can never go live again."""
-    if not has_role(user, *RETIRE_ROLES):
-        raise GovernanceForbidden("Only deployers and admins retire versions.")
+    require(
+        user, "version.retire", GovernanceForbidden("Only deployers and admins retire versions.")
+    )
     comment = (comment or "").strip()
     if not comment:
         raise InvalidGovernanceRequest("Retiring needs a comment.", field="comment")
@@ -300,7 +297,7 @@ def channel_save(
     regression_set: list[dict[str, str]] | None = None,
 ) -> Channel:
     """Create or update a channel, its policy overrides and its regression set (admins)."""
-    if user is not None and not has_role(user, *CHANNEL_ADMIN_ROLES):
+    if user is not None and not can(user, "channel.configure"):
         raise GovernanceForbidden("Only admins configure channels.")
     from django.utils.text import slugify
 

@@ -12,9 +12,9 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.permissions import can, require
 from datasets_app.services import dataset_version_build
-from reviews.models import Output, Queue, Role, RoutingRule
-from reviews.roles import has_role
+from reviews.models import Output, Queue, RoutingRule
 from reviews.services import audit_append, routing_rule_save
 
 from ..errors import GovernanceForbidden, InvalidGovernanceRequest, TransitionRefused
@@ -27,13 +27,9 @@ logger = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
-MONITORING_ADMIN_ROLES = (Role.ADMIN,)
-RETRAIN_ROLES = (Role.ML_ENGINEER, Role.ADMIN)
-ACK_ROLES = (Role.ML_ENGINEER, Role.ADMIN)
-
 
 def can_retrain(user: AbstractBaseUser) -> bool:
-    return has_role(user, *RETRAIN_ROLES)
+    return can(user, "monitoring.retrain")
 
 
 # -- the audit sample ------------------------------------------------------------------------
@@ -53,8 +49,7 @@ def channel_monitoring_save(
 
     Writes two routing rules, first in the order: a sample of `channel:<name>` outputs to the
     audit queue, the rest auto-accepted."""
-    if not has_role(user, *MONITORING_ADMIN_ROLES):
-        raise GovernanceForbidden("Only admins configure monitoring.")
+    require(user, "monitoring.configure", GovernanceForbidden("Only admins configure monitoring."))
     if (
         isinstance(audit_sample_rate, bool)
         or not isinstance(audit_sample_rate, (int, float))
@@ -231,8 +226,11 @@ def drift_check_all(*, now: datetime | None = None) -> list[DriftAlert]:
 
 
 def drift_alert_acknowledge(*, user: AbstractBaseUser, alert: DriftAlert) -> DriftAlert:
-    if not has_role(user, *ACK_ROLES):
-        raise GovernanceForbidden("Only ML engineers and admins acknowledge alerts.")
+    require(
+        user,
+        "monitoring.acknowledge",
+        GovernanceForbidden("Only ML engineers and admins acknowledge alerts."),
+    )
     with transaction.atomic():
         updated = DriftAlert.objects.filter(pk=alert.pk, status=DriftAlert.Status.OPEN).update(
             status=DriftAlert.Status.ACKNOWLEDGED,

@@ -19,9 +19,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from config.dramatiq import send_after_commit
+from core.permissions import can
 from datasets_app.models import DatasetVersion
-from reviews.models import Role
-from reviews.roles import has_role
 from reviews.services import audit_append
 
 from ..errors import InvalidTrainingRequest, LeaseLost, TrainingForbidden, TransitionRefused
@@ -31,7 +30,6 @@ from ..training.hyperparameters import validate as validate_hyperparameters
 from .base_models import base_model_default
 from .versions import model_version_transition
 
-LAUNCH_ROLES = (Role.ML_ENGINEER, Role.ADMIN)
 # A parent must have trained successfully and not have been turned down.
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 PARENT_STATUSES = {
@@ -55,7 +53,7 @@ def _conf(key: str) -> Any:
 
 
 def can_launch_training(user: AbstractBaseUser) -> bool:
-    return has_role(user, *LAUNCH_ROLES)
+    return can(user, "training.launch")
 
 
 def _run_transition(

@@ -7,8 +7,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
-from reviews.models import Output, Role
-from reviews.roles import has_role
+from core.permissions import require
+from reviews.models import Output
 from reviews.services import outputs_ingest
 
 from ..errors import (
@@ -20,8 +20,6 @@ from ..errors import (
 )
 from ..models import Channel
 from ..serving.client import ServerDown, ServerRefused, call
-
-GENERATE_ROLES = (Role.ML_ENGINEER, Role.DEPLOYER, Role.ADMIN)
 
 
 def _conf(key: str) -> Any:
@@ -62,8 +60,11 @@ def channel_generate(
     *, user: AbstractBaseUser, channel: Channel, prompt: Any, max_new_tokens: int | None = None
 ) -> tuple[Output, dict[str, Any]]:
     """The live version's answer, recorded (and routed) as an output of that version."""
-    if not has_role(user, *GENERATE_ROLES):
-        raise GovernanceForbidden("Only ML engineers, deployers and admins call channels.")
+    require(
+        user,
+        "channel.generate",
+        GovernanceForbidden("Only ML engineers, deployers and admins call channels."),
+    )
     messages = _messages(prompt)
     limit = _conf("GENERATE_MAX_NEW_TOKENS")
     if max_new_tokens is None:

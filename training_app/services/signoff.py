@@ -11,8 +11,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from reviews.models import Role
-from reviews.roles import has_role
+from core.permissions import can
+from core.roles import Role, has_role
 from reviews.services import audit_append
 
 from ..errors import (
@@ -28,7 +28,6 @@ from .evaluations import evaluation_request
 from .versions import model_version_transition
 from .webhooks import webhook_event_emit
 
-REQUEST_ROLES = (Role.ML_ENGINEER, Role.ADMIN)
 # A version put forward for a further channel keeps its status (see ModelVersion.TRANSITIONS).
 REQUESTABLE = {
     ModelVersion.Status.EVALUATED,
@@ -48,7 +47,7 @@ def _event(request: SignoffRequest) -> dict[str, Any]:
 
 
 def can_request_signoff(user: AbstractBaseUser) -> bool:
-    return has_role(user, *REQUEST_ROLES)
+    return can(user, "signoff.request")
 
 
 def signoff_request_create(

@@ -25,8 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from reviews.models import Role
-from reviews.roles import has_role
+from core.permissions import can
 from reviews.services import audit_append
 
 from ..errors import GovernanceForbidden, InvalidGovernanceRequest
@@ -34,7 +33,6 @@ from ..models import Webhook, WebhookDelivery
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_ROLES = (Role.ADMIN,)
 EVENTS = tuple(Webhook.Event.values)
 SIGNATURE_HEADER = "X-Signoff-Signature"
 TIMESTAMP_HEADER = "X-Signoff-Timestamp"
@@ -45,7 +43,7 @@ def _conf(key: str) -> Any:
 
 
 def can_configure_webhooks(user: AbstractBaseUser) -> bool:
-    return has_role(user, *WEBHOOK_ROLES)
+    return can(user, "webhooks.configure")
 
 
 def webhook_signature(*, secret: str, timestamp: str, body: bytes) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from config.errors import ApplicationError
+from core.errors import ApplicationError
 
 from .client import serving_token
 

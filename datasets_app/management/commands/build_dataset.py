@@ -6,7 +6,7 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from config.errors import ApplicationError
+from core.errors import ApplicationError
 from datasets_app import selectors, services
 
 

@@ -3,7 +3,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from reviews.models import Role
+from core.roles import Role
 from reviews.services import default_queue, escalation_queue
 
 

@@ -7,8 +7,9 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from core.roles import Role
 from reviews.demo_data import demo_outputs, demo_regression_set, demo_right_answers
-from reviews.models import Output, Queue, Role, RoutingRule
+from reviews.models import Output, Queue, RoutingRule
 from reviews.services import (
     outputs_ingest,
     queue_claim_next,

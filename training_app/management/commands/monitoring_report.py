@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
-from config.errors import ApplicationError
+from core.errors import ApplicationError
 from training_app.monitoring import RATES, overview_figures, version_figures
 from training_app.selectors import model_version_get
 from training_app.services.monitoring import drift_check_all

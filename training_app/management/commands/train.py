@@ -5,7 +5,7 @@ import json
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from config.errors import ApplicationError
+from core.errors import ApplicationError
 from datasets_app.models import DatasetVersion
 from training_app.models import BaseModel, ModelVersion
 from training_app.services import training_run_create, training_run_execute, worker_owner

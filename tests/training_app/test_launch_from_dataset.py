@@ -1,0 +1,110 @@
+"""From a dataset version to a run: "Train on this", the run form preselected and labelled,
+and the number of optimizer steps and the time they take, estimated before launch."""
+
+import re
+
+import pytest
+from django.utils import timezone
+
+from training_app.forms import LaunchForm
+from training_app.models import TrainingRun
+
+pytestmark = pytest.mark.django_db
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def datasets(make_dataset_version, tiny_base_model, training_dirs):
+    older = make_dataset_version(4, 1, name="older")
+    newer = make_dataset_version(10, 2, name="newer")
+    return older, newer
+
+
+def selected_dataset(html: str) -> str | None:
+    select = re.search(r'<select name="dataset_version".*?</select>', html, re.S).group(0)
+    chosen = re.search(r'<option value="(\d+)" selected>', select)
+    return chosen.group(1) if chosen else None
+
+
+def finished_run(dataset, launcher, base_model, *, steps: int, elapsed: float) -> TrainingRun:
+    return TrainingRun.objects.create(
+        dataset_version=dataset,
+        base_model=base_model,
+        created_by=launcher,
+        status=TrainingRun.Status.SUCCEEDED,
+        finished_at=timezone.now(),
+        progress={"step": steps, "total_steps": steps, "elapsed_s": elapsed},
+    )
+
+
+def test_a_reviewer_is_refused_both_the_dataset_and_the_run_form(client, personas, datasets):
+    client.force_login(personas["reviewer"])
+    assert client.get(f"/datasets/{datasets[1].pk}/").status_code == 403
+    assert client.get(f"/training/runs/new/?dataset_version={datasets[1].pk}").status_code == 403
+
+
+def test_the_run_form_preselects_the_dataset_from_the_link(client, personas, datasets):
+    older, _ = datasets
+    client.force_login(personas["ml_engineer"])
+    html = client.get(f"/training/runs/new/?dataset_version={older.pk}").content.decode()
+    assert selected_dataset(html) == str(older.pk)
+
+
+def test_the_run_form_defaults_to_the_newest_ready_dataset(client, personas, datasets):
+    client.force_login(personas["ml_engineer"])
+    html = client.get("/training/runs/new/").content.decode()
+    assert selected_dataset(html) == str(datasets[1].pk)
+    html = client.get("/training/runs/new/?dataset_version=999999").content.decode()
+    assert selected_dataset(html) == str(datasets[1].pk)
+
+
+def test_every_launch_form_field_has_a_human_label_and_help():
+    for name, field in LaunchForm().fields.items():
+        assert field.label is not None, f"{name}: no label of its own"  # else "Lora r"
+        assert field.help_text, name
+    assert LaunchForm().fields["lora_r"].label == "LoRA rank (r)"
+
+
+def test_every_dataset_build_form_field_has_a_human_label():
+    from datasets_app.forms import DatasetBuildForm
+
+    for name, field in DatasetBuildForm().fields.items():
+        assert field.label is not None, f"{name}: no label of its own"  # else "Pii"
+    assert DatasetBuildForm().fields["pii"].label == "Personal data (PII)"
+
+
+def test_the_estimate_says_no_measurement_yet_without_finished_runs(client, personas, datasets):
+    _, newer = datasets
+    client.force_login(personas["ml_engineer"])
+    html = client.get(f"/training/runs/new/?dataset_version={newer.pk}").content.decode()
+    # 10 training examples, batch 8 (defaults), 2 epochs: 2 steps an epoch, 4 in all.
+    assert 'id="run-estimate"' in html
+    assert "<strong>4</strong> optimizer steps" in html
+    assert "no measurement yet" in html
+
+
+def test_the_estimate_uses_the_measured_seconds_per_step_on_the_same_base_model(
+    client, personas, datasets, tiny_base_model
+):
+    older, newer = datasets
+    finished_run(older, personas["ml_engineer"], tiny_base_model, steps=10, elapsed=30.0)
+    finished_run(older, personas["ml_engineer"], tiny_base_model, steps=30, elapsed=90.0)
+    client.force_login(personas["ml_engineer"])
+    url = (
+        f"/training/runs/new/estimate/?dataset_version={newer.pk}"
+        "&batch_size=2&gradient_accumulation_steps=1&num_epochs=3"
+    )
+    answer = client.get(url, **HTMX)
+    html = answer.content.decode()
+    assert answer.status_code == 200
+    # 10 examples / batch 2 = 5 steps an epoch, 3 epochs = 15 steps at 3.0 s a step = 45 s.
+    assert "<strong>15</strong> optimizer steps" in html
+    assert "3.0 s a step" in html and "about 45 seconds" in html
+    assert "2 finished runs" in html and tiny_base_model.name in html
+    assert "no measurement yet" not in html
+
+
+def test_the_estimate_fragment_is_for_launchers_only(client, personas, datasets):
+    client.force_login(personas["reviewer"])
+    url = f"/training/runs/new/estimate/?dataset_version={datasets[1].pk}"
+    assert client.get(url, **HTMX).status_code == 403
