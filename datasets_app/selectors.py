@@ -1,6 +1,7 @@
 """Reads worth naming: versions a user may see, a version's rows, samples, diffs, exports."""
 
 import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -275,3 +276,25 @@ def dataset_version_card(*, version: DatasetVersion) -> str:
         parts.append(_table(rows, ("dimension", "value", "before", "after")))
     parts += ["", "## Settings", "", "```json", settings_json, "```", ""]
     return "\n".join(parts)
+
+
+def dataset_version_system_prompt(*, version_id: int) -> str:
+    """The system message the version's training examples open with ("" when they have none):
+    a model trained on [system, user, assistant] answers as trained only when asked with the
+    same system message. Examples may disagree (a queue's prompt changed): the most common one
+    wins. Reads each member's first message only."""
+    members = DatasetVersionExample.objects.filter(version_id=version_id, split="train").order_by(
+        "position"
+    )
+    firsts = [
+        *members.filter(messages__isnull=True).values_list("example__messages__0", flat=True),
+        *members.filter(messages__isnull=False).values_list("messages__0", flat=True),
+    ]
+    counts = Counter(
+        first["content"]
+        for first in firsts
+        if isinstance(first, dict)
+        and first.get("role") == "system"
+        and isinstance(first.get("content"), str)
+    )
+    return counts.most_common(1)[0][0] if counts else ""

@@ -37,6 +37,7 @@ from .services import (
     signoff_refusal,
     signoff_request_create,
 )
+from .services.channel_try import channel_tries_recent
 
 
 def _viewer(request):
@@ -224,6 +225,7 @@ def channel_detail(request, name):
         .distinct()
     )
     before = channel.live_deployment.previous if channel.live_deployment else None
+    can_try = can(request.user, "channel.generate")
     return render(
         request,
         "training_app/channel.html",
@@ -237,7 +239,8 @@ def channel_detail(request, name):
             # The first release rolls back to nothing: the channel is taken offline.
             "can_withdraw": channel.live_deployment is not None and before is None,
             "can_deploy": can_deploy(request.user),
-            "can_try": can(request.user, "channel.generate"),
+            "can_try": can_try,
+            "tries": channel_tries_recent(user=request.user, channel=channel) if can_try else [],
         },
     )
 

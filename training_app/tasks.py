@@ -8,6 +8,7 @@ from dramatiq.middleware import CurrentMessage
 from config.dramatiq import TRAINING_QUEUE
 
 from . import services
+from .services.channel_try import channel_try_execute, try_timeout_seconds
 
 
 def _owner() -> str:
@@ -60,3 +61,14 @@ def check_drift() -> None:
     from .services.monitoring import drift_check_all
 
     drift_check_all()
+
+
+@dramatiq.actor(
+    queue_name="default",
+    # Failures are recorded on the job (the page shows them); a retry would ask the model again.
+    max_retries=0,
+    # Longer than the job's own wait on the model server, so the service records the outcome.
+    time_limit=int((try_timeout_seconds() + 120) * 1000),
+)
+def answer_channel_try(job_id: str) -> None:
+    channel_try_execute(job_id=job_id)

@@ -39,6 +39,11 @@ urlpatterns = [
     path("channels/<slug:name>/deploy/", gov.channel_deploy_view, name="channel-deploy"),
     path("channels/<slug:name>/try/", views.channel_try, name="channel-try"),
     path(
+        "channels/<slug:name>/try/<uuid:try_id>/",
+        views.channel_try_job,
+        name="channel-try-job",
+    ),
+    path(
         "channels/<slug:name>/answers/<int:output_id>/",
         views.channel_answer,
         name="channel-answer",

@@ -11,14 +11,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
 from core.errors import ApplicationError
-from core.permissions import permission_required_for_page
+from core.permissions import can, permission_required_for_page
 from reviews.models import Output
 
 from .charts import bar_chart, line_chart
 from .errors import ModelVersionNotFound, TrainingRunNotFound
 from .estimate_selectors import RunEstimate, dataset_version_to_preselect, run_estimate
 from .forms import LaunchForm
-from .models import Channel
+from .models import Channel, ChannelTry
 from .progress_selectors import version_evaluations_progress
 from .selectors import (
     base_models_list,
@@ -37,7 +37,7 @@ from .services import (
     training_run_create,
 )
 from .services.base_models import base_model_default
-from .services.serving import channel_generate
+from .services.channel_try import channel_try_create
 from .training.hyperparameters import DEFAULTS
 
 COMPARED = ("eval_loss", "perplexity", "exact_match", "token_f1", "rouge_l", "length_ratio")
@@ -263,20 +263,51 @@ def _version_context(request, version_id) -> dict:
 @login_required
 @require_POST
 def channel_try(request, name):
-    """The channel page's "Try it" form: the same call as `POST /api/channels/{name}/generate/`,
-    so the answer is recorded and routed into review like any live traffic."""
+    """The channel page's "Try it" form: queues the question for the jobs worker, which calls the
+    same service as `POST /api/channels/{name}/generate/` (the answer is recorded and routed into
+    review like any live traffic). Answers at once with a fragment that polls for the answer."""
     channel = get_object_or_404(Channel, name=name)
     try:
-        output, _answer = channel_generate(
+        job = channel_try_create(
             user=request.user, channel=channel, prompt=request.POST.get("prompt", "")
         )
     except ApplicationError as exc:
         if exc.status_code == 403:
             raise PermissionDenied(exc.message) from exc
+        if request.htmx:
+            return render(
+                request,
+                "training_app/_channel_try.html",
+                {"channel": channel, "job": None, "refusal": exc},
+            )
         messages.error(request, exc.message)
         return redirect("training:channel", name=channel.name)
-    # Redirected, so reloading the answer page does not ask the model (and record) again.
-    return redirect("training:channel-answer", name=channel.name, output_id=output.pk)
+    if request.htmx:
+        return render(
+            request,
+            "training_app/_channel_try.html",
+            {"channel": channel, "job": job, "refusal": None},
+        )
+    # Redirected, so reloading the page does not ask the model (and record) again.
+    return redirect("training:channel-try-job", name=channel.name, try_id=job.pk)
+
+
+@login_required
+@require_safe
+def channel_try_job(request, name, try_id):
+    """One question asked through "Try it": busy while the worker answers (polled by htmx), then
+    the answer and where review stands with it. The asker's own questions only."""
+    channel = get_object_or_404(Channel, name=name)
+    if not can(request.user, "channel.generate"):
+        raise PermissionDenied("Only ML engineers, deployers and admins call channels.")
+    job = get_object_or_404(
+        ChannelTry.objects.select_related("version", "output__queue"),
+        pk=try_id,
+        channel=channel,
+        user=request.user,
+    )
+    template = "training_app/_channel_try.html" if request.htmx else "training_app/channel_try.html"
+    return render(request, template, {"channel": channel, "job": job, "refusal": None})
 
 
 @login_required

@@ -1,13 +1,16 @@
-"""The channel page's "Try it" form (the page twin of `POST /api/channels/{name}/generate/`):
-who may ask, what happens with nothing live or no model server, and where the answer goes."""
+"""The channel page's "Try it" form (the page twin of `POST /api/channels/{name}/generate/`,
+answered in the background by the jobs worker): who may ask, what happens with nothing live or
+no model server, and where the answer goes. The actor runs here by calling its function."""
 
 import socket
 import threading
 
 import pytest
 
+from reviews.demo_data import SYSTEM_PROMPT
 from reviews.models import Output
-from training_app.models import Channel
+from training_app.models import Channel, ChannelTry
+from training_app.tasks import answer_channel_try
 
 from ..training_app import conftest as training_fixtures
 from ..training_app.test_governance_end_to_end import live_version
@@ -47,16 +50,26 @@ def test_it_asks_the_live_version_and_shows_where_the_answer_went(
     response = client.post(
         f"/training/channels/{channel.name}/try/", {"prompt": "How far do you tow?"}
     )
-    output = Output.objects.get(source=f"channel:{channel.name}")
+    job = ChannelTry.objects.get()
     assert response.status_code == 302
-    assert response.url == f"/training/channels/{channel.name}/answers/{output.pk}/"
+    assert response.url == f"/training/channels/{channel.name}/try/{job.pk}/"
+    busy = client.get(response.url).content.decode()
+    assert "How far do you tow?" in busy and 'hx-trigger="every 2s"' in busy
+    answer_channel_try.fn(str(job.pk))  # the jobs worker
+    output = Output.objects.get(source=f"channel:{channel.name}")
     assert output.model_version == version.name
-    assert output.input == [{"role": "user", "content": "How far do you tow?"}]
+    # Asked the way the version was trained: the demo examples' system message first.
+    assert output.input == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "How far do you tow?"},
+    ]
     answer = client.get(response.url).content.decode()
     assert "How far do you tow?" in answer and f"output #{output.pk}" in answer
-    assert output.get_status_display() in answer
-    # Reloading the answer page shows the same answer; it does not ask again.
+    assert output.get_status_display() in answer and "hx-trigger" not in answer
+    assert f"/training/channels/{channel.name}/answers/{output.pk}/" in answer
+    # Reloading the page shows the same answer; it does not ask again.
     assert client.get(response.url).status_code == 200
+    assert client.get(f"/training/channels/{channel.name}/answers/{output.pk}/").status_code == 200
     assert Output.objects.filter(source=f"channel:{channel.name}").count() == 1
 
 
@@ -87,7 +100,9 @@ def test_it_says_why_when_nothing_is_live_or_the_server_is_down(
     _version, channel = live_version(personas, make_dataset_version, tmp_path, None)
     empty = client.post(f"/training/channels/{channel.name}/try/", {"prompt": " "}, follow=True)
     assert "The prompt is empty." in empty.content.decode()
-    down = client.post(f"/training/channels/{channel.name}/try/", {"prompt": "hi"}, follow=True)
-    assert "serve_models" in down.content.decode()
+    asked = client.post(f"/training/channels/{channel.name}/try/", {"prompt": "hi"})
+    answer_channel_try.fn(str(ChannelTry.objects.get().pk))  # the jobs worker
+    down = client.get(asked.url).content.decode()
+    assert "No answer" in down and "serve_models" in down
     assert client.get(f"/training/channels/{channel.name}/try/").status_code == 405
     assert not Output.objects.filter(source__startswith="channel:").exists()

@@ -36,7 +36,7 @@ from datasets_app.models import DatasetVersion
 from datasets_app.services import dataset_version_build
 from reviews.management.commands.seed_demo import demo_password
 from reviews.models import Output, Review
-from training_app.models import Channel, Evaluation, ModelVersion, TrainingRun
+from training_app.models import Channel, ChannelTry, Evaluation, ModelVersion, TrainingRun
 from training_app.services import (
     base_model_register,
     channel_deploy,
@@ -283,6 +283,7 @@ class Story:
             ),
             list(Evaluation.objects.order_by("pk").values_list("status")),
             list(DatasetVersion.objects.order_by("pk").values_list("status")),
+            list(ChannelTry.objects.order_by("created_at").values_list("status")),
         )
         return self.children.progress(*busy), rows
 
@@ -463,14 +464,17 @@ def _story(story: Story, url: str, first_release: ModelVersion) -> None:
 
     # 9. Ask the live model; the answer is recorded and lands in review.
     deployer.get_by_label("Question").fill(QUESTION)
-    # The model server loads torch, the base model and the adapter on its first question: the
-    # answer comes once that is done, however long it takes while the model server works.
-    deployer.get_by_role("button", name="Ask").click(no_wait_after=True)
-    heading = deployer.get_by_role("heading", name="Answer from production")
+    # The jobs worker asks the model server, which loads torch, the base model and the adapter
+    # on its first question: the page shows at once that it is busy and polls until the answer
+    # comes, however long it takes while the model server works.
+    deployer.get_by_role("button", name="Ask").click()
+    expect(deployer.locator("#try-result")).to_contain_text(QUESTION)
+    routing = deployer.locator("#try-result .try-routing")
     story.until_shown(
-        lambda ms: expect(heading).to_be_visible(timeout=ms),
+        lambda ms: expect(routing).to_be_visible(timeout=ms),
         "the live model's answer",
         "serve_models",
+        "jobs",
     )
     story.shot(deployer, 9, "ask-live-model")
     answer = Output.objects.get(source="channel:production")

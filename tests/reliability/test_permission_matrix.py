@@ -108,6 +108,18 @@ def _channel_answer(world, who):
     return {"name": world.channel.name, "output_id": world.outputs[0].pk}
 
 
+def _channel_try(world, who):
+    """A question the caller asked where the caller may ask (others' are not found), else
+    someone else's: the role is refused before the question is looked up."""
+    from training_app.models import ChannelTry
+
+    asker = world.people[who] if who in CHANNEL_CALLERS else world.people[ML]
+    job = ChannelTry.objects.create(
+        channel=world.channel, version=world.version, user=asker, question="hi"
+    )
+    return {"name": world.channel.name, "try_id": job.pk}
+
+
 def _alert(world, who):
     return {"pk": world.alert.pk}
 
@@ -219,6 +231,7 @@ TABLE = {
     "training:channel": (_channel, {"GET": ENGINEERING_READERS}),
     "training:channel-deploy": (_channel, {"POST": DEPLOYERS}),
     "training:channel-try": (_channel, {"POST": CHANNEL_CALLERS}),
+    "training:channel-try-job": (_channel_try, {"GET": CHANNEL_CALLERS}),
     "training:channel-answer": (_channel_answer, {"GET": ENGINEERING_READERS}),
     "training:channel-rollback": (_channel, {"POST": DEPLOYERS}),
     "training:audit": (_route, {"GET": AUDIT}),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from datasets_app.services import dataset_version_build
-from reviews.demo_data import demo_outputs
+from reviews.demo_data import SYSTEM_PROMPT, demo_outputs
 from reviews.models import Output, Queue
 from reviews.services import outputs_ingest, queue_claim_next, queue_save, review_submit
 from training_app.compliance import SECTIONS
@@ -217,7 +217,11 @@ def test_generate_answers_with_the_live_version_and_routes_the_answer(
     assert body["model_version"]["name"] == version.name and 0 <= body["confidence"] <= 1
     output = Output.objects.get(pk=body["output"]["id"])
     assert output.model_version == version.name and output.source == "channel:production"
-    assert output.input == [{"role": "user", "content": "How long do claims take?"}]
+    # Asked the way the version was trained: its examples' system message first.
+    assert output.input == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "How long do claims take?"},
+    ]
     assert output.output_text == (body["answer"] or "(empty answer)")
     assert output.metadata["model_version_id"] == str(version.pk)
     assert output.routing_reason and (output.queue_id or output.status == "auto_accepted")

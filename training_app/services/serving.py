@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from core.permissions import require
+from datasets_app.selectors import dataset_version_system_prompt
 from reviews.models import Output
 from reviews.services import outputs_ingest
 
@@ -18,7 +19,7 @@ from ..errors import (
     ServingUnavailable,
     TransitionRefused,
 )
-from ..models import Channel
+from ..models import Channel, ModelVersion
 from ..serving.client import ServerDown, ServerRefused, call
 
 
@@ -56,10 +57,45 @@ def _messages(prompt: Any) -> list[dict[str, str]]:
     raise InvalidGovernanceRequest("A prompt is text or a list of chat messages.", field="prompt")
 
 
+def _as_trained(messages: list[dict[str, str]], version: ModelVersion) -> list[dict[str, str]]:
+    """The messages with the system message the version was trained with in front, unless the
+    caller sent a system message of its own: a version trained on [system, user, assistant]
+    answers as trained only when asked the same way."""
+    if messages[0]["role"] == "system":
+        return messages
+    system = dataset_version_system_prompt(version_id=version.dataset_version_id)
+    return [{"role": "system", "content": system}, *messages] if system else messages
+
+
+def channel_generate_check(*, user: AbstractBaseUser, channel: Channel, prompt: Any) -> Any:
+    """The checks `channel_generate` makes before asking the model, with no side effect: the
+    page runs them before queueing the question, so a refusal shows at once."""
+    require(
+        user,
+        "channel.generate",
+        GovernanceForbidden("Only ML engineers, deployers and admins call channels."),
+    )
+    _messages(prompt)
+    channel = Channel.objects.select_related("live_version").get(pk=channel.pk)
+    if channel.live_version is None:
+        raise TransitionRefused(f"Nothing is live on {channel.name}: deploy a version first.")
+    return channel.live_version
+
+
 def channel_generate(
-    *, user: AbstractBaseUser, channel: Channel, prompt: Any, max_new_tokens: int | None = None
+    *,
+    user: AbstractBaseUser,
+    channel: Channel,
+    prompt: Any,
+    max_new_tokens: int | None = None,
+    external_id: str | None = None,
+    timeout: float | None = None,
 ) -> tuple[Output, dict[str, Any]]:
-    """The live version's answer, recorded (and routed) as an output of that version."""
+    """The live version's answer, recorded (and routed) as an output of that version.
+
+    `external_id`: the output's id in its source; a background job passes one of its own, so
+    that running it twice records one output. `timeout`: how long to wait for the model
+    server (default SERVING_TIMEOUT_SECONDS)."""
     require(
         user,
         "channel.generate",
@@ -77,6 +113,7 @@ def channel_generate(
     version = channel.live_version
     if version is None:
         raise TransitionRefused(f"Nothing is live on {channel.name}: deploy a version first.")
+    messages = _as_trained(messages, version)
     url = _conf("SERVING_URL")
     try:
         answer = call(
@@ -87,7 +124,7 @@ def channel_generate(
                 "messages": messages,
                 "max_new_tokens": max_new_tokens,
             },
-            timeout=_conf("SERVING_TIMEOUT_SECONDS"),
+            timeout=timeout or _conf("SERVING_TIMEOUT_SECONDS"),
         )
     except ServerDown as exc:
         raise ServingUnavailable(
@@ -100,7 +137,7 @@ def channel_generate(
         raise ServingUnavailable(f"The model server refused: {exc}") from exc
     result = outputs_ingest(
         payload={
-            "external_id": f"{channel.name}-{uuid.uuid4().hex}",
+            "external_id": external_id or f"{channel.name}-{uuid.uuid4().hex}",
             "source": f"channel:{channel.name}",
             "model_name": version.base_model.name,
             "model_version": version.name,

@@ -131,7 +131,9 @@ class Command(BaseCommand):
         yield (
             f"web server on http://{addrport}/ (starting)",
             [*python, "runserver", addrport, "--noreload"],
-            env,
+            # Only failed requests (4xx, 5xx) are logged, so the ready banner stays in view
+            # (config/settings/dev.py).
+            {**env, "SIGNOFF_SERVER_LOG_LEVEL": env.get("SIGNOFF_SERVER_LOG_LEVEL", "WARNING")},
         )
         for spec in WORKERS:
             yield (
