@@ -44,7 +44,7 @@ def test_it_resends_only_deliveries_whose_time_came(personas, sent, capsys):
     )
     call_command("run_maintenance")
     assert sent == [(str(due.pk),)]
-    assert "'webhooks_resent': 1" in capsys.readouterr().out
+    assert capsys.readouterr().out == "maintenance: 1 webhook deliveries sent again\n"
 
 
 @pytest.mark.django_db
@@ -79,8 +79,8 @@ def test_it_sends_again_the_jobs_whose_broker_message_was_lost(
     )
     call_command("run_maintenance")
     out = capsys.readouterr().out
-    assert f"'resent': ['{run.pk}']" in out
-    assert f"'requeued': ['{evaluation.pk}']" in out
+    assert f"training runs resent: {run.pk}" in out
+    assert f"evaluations requeued: {evaluation.pk}" in out
     run.refresh_from_db()
     assert run.status == "queued" and run.message_id != first_message
     evaluation.refresh_from_db()

@@ -46,6 +46,29 @@ def is_busy(done: dict[str, Any]) -> bool:
     return swept or bool(done["examples_synced"] or done["drift_alerts"] or done["webhooks_resent"])
 
 
+_SWEEP_NAMES = {
+    "runs": "training runs",
+    "evaluations": "evaluations",
+    "dataset_builds": "dataset builds",
+}
+
+
+def describe(done: dict[str, Any]) -> str:
+    """One line naming only what this pass did, for a terminal people read (the demo's)."""
+    parts = []
+    for key, name in _SWEEP_NAMES.items():
+        for action, ids in done[key].items():
+            if ids:
+                parts.append(f"{name} {action}: {', '.join(str(pk) for pk in ids)}")
+    if done["examples_synced"]:
+        parts.append(f"{done['examples_synced']} reviewed outputs became examples")
+    if done["drift_alerts"]:
+        parts.append(f"{done['drift_alerts']} drift alerts raised")
+    if done["webhooks_resent"]:
+        parts.append(f"{done['webhooks_resent']} webhook deliveries sent again")
+    return "maintenance: " + ("; ".join(parts) if parts else "nothing to do")
+
+
 class Command(BaseCommand):
     help = (
         "Sweep stale training runs, evaluations and dataset builds, resend lost job messages, "
@@ -59,7 +82,7 @@ class Command(BaseCommand):
         while True:
             done = maintenance_once()
             if is_busy(done) or options["verbosity"] > 1:
-                self.stdout.write(str(done))
+                self.stdout.write(describe(done))
             if not every:
                 return
             time.sleep(every)
