@@ -298,3 +298,56 @@ def dataset_version_system_prompt(*, version_id: int) -> str:
         and isinstance(first.get("content"), str)
     )
     return counts.most_common(1)[0][0] if counts else ""
+
+
+# What each recorded build step is doing, in words, and what its done/total count.
+_BUILD_STEP_WORDS = {
+    "sync examples": ("Turning reviewed outputs into examples", "outputs"),
+    "load candidates": ("Loading the reviewed outputs that match the filters", ""),
+    "write": ("Writing the version's examples", "examples"),
+}
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """Where a dataset build stands, for the part of its page that polls until it is over."""
+
+    is_active: bool
+    claimed: bool
+    phrase: str = ""
+    done: int = 0
+    total: int = 0
+    unit: str = ""
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 0
+
+
+def dataset_build_progress(*, version: DatasetVersion) -> BuildProgress:
+    """The build's last recorded step (services.leases._set_progress writes {step, done,
+    total}) in words: a pipeline step counts pipeline steps, syncing counts outputs, writing
+    counts examples."""
+    if version.status != DatasetVersion.Status.BUILDING:
+        return BuildProgress(is_active=False, claimed=version.run_started_at is not None)
+    if version.run_started_at is None:
+        return BuildProgress(is_active=True, claimed=False)
+    from .services.pipeline_run import PIPELINE_STEPS
+
+    progress = version.progress or {}
+    step = str(progress.get("step") or "")
+    done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
+    if step in PIPELINE_STEPS:
+        index = PIPELINE_STEPS.index(step)
+        return BuildProgress(
+            is_active=True,
+            claimed=True,
+            phrase=f"Cleaning the examples: step {index + 1} of {len(PIPELINE_STEPS)} ({step})",
+            done=index,
+            total=len(PIPELINE_STEPS),
+            unit="steps",
+        )
+    words, unit = _BUILD_STEP_WORDS.get(step, ("Starting the build", ""))
+    return BuildProgress(
+        is_active=True, claimed=True, phrase=words, done=done, total=total, unit=unit
+    )

@@ -50,14 +50,38 @@ def version_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _version(pk: int):
+    try:
+        return selectors.dataset_version_get(version_id=pk)
+    except DatasetVersionNotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+def _build_context(request: HttpRequest, version) -> dict:
+    return {
+        "version": version,
+        "build": selectors.dataset_build_progress(version=version),
+        "can_train": version.is_ready and can(request.user, "training.launch"),
+        "can_build": selectors.can_build_datasets(request.user),
+        "polled": False,
+    }
+
+
+@login_required
+@require_safe
+def version_build_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live part of the version page, polled every two seconds while the build runs."""
+    _require(request)
+    version = _version(pk)
+    context = {**_build_context(request, version), "polled": True}
+    return render(request, "datasets_app/_build_progress.html", context)
+
+
 @login_required
 @require_safe
 def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
     _require(request)
-    try:
-        version = selectors.dataset_version_get(version_id=pk)
-    except DatasetVersionNotFound as exc:
-        raise Http404(exc.message) from exc
+    version = _version(pk)
     samples = {}
     diff = None
     if version.is_ready:
@@ -72,7 +96,7 @@ def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         "datasets_app/detail.html",
         {
-            "version": version,
+            **_build_context(request, version),
             "counts": counts,
             "steps": counts.get("steps", []),
             "pii": sorted((counts.get("pii") or {}).items()),
@@ -83,7 +107,6 @@ def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "balance": svg.balance_svg(counts.get("labels", {})) if version.is_ready else "",
             "others": selectors.dataset_versions_list().exclude(pk=version.pk)[:50],
             "formats": selectors.EXPORT_FORMATS,
-            "can_train": version.is_ready and can(request.user, "training.launch"),
         },
     )
 

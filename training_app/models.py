@@ -591,6 +591,9 @@ class ChannelTry(models.Model):
     )
     error = models.TextField(blank=True)
     message_id = models.CharField(max_length=64, blank=True)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its message was last sent (the sweep resends)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -7,6 +7,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from core.lifecycle import transition
 from reviews.services import audit_append
 
 from ..errors import DatasetImmutable, InvalidDatasetRequest
@@ -17,15 +18,17 @@ from .build_settings import BuildSettings
 def dataset_version_transition(*, version: DatasetVersion, to: str, **changes: Any) -> None:
     """Compare-and-set on the status, against the transition table. Call inside the
     transaction that also appends the audit event."""
-    frm = DatasetVersion.Status(version.status)
-    if to not in DatasetVersion.TRANSITIONS[frm]:
-        raise DatasetImmutable(f"A dataset version cannot go from {frm} to {to}.")
-    updated = DatasetVersion.objects.filter(pk=version.pk, status=frm).update(status=to, **changes)
-    if updated != 1:
-        raise DatasetImmutable(f"Dataset version {version.pk} changed in the meantime.")
-    version.status = to
-    for key, value in changes.items():
-        setattr(version, key, value)
+    transition(
+        version,
+        to,
+        refused=lambda frm, to: DatasetImmutable(
+            f"A dataset version cannot go from {frm} to {to}."
+        ),
+        changed=lambda frm: DatasetImmutable(
+            f"Dataset version {version.pk} changed in the meantime."
+        ),
+        fields=changes,
+    )
 
 
 def _validated_name(name: str) -> str:

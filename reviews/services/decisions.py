@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.lifecycle import transition
 from core.permissions import require
 
 from ..diffing import word_diff
@@ -200,16 +201,14 @@ def _settle(output: Output, review: Review, *, required: int) -> dict[str, Any]:
 
 def _transition(output: Output, to: str, **changes: Any) -> None:
     """Compare-and-set on the status: the only place an output's status changes after ingest."""
-    if to not in Output.TRANSITIONS[Status(output.status)]:
-        raise AlreadyResolved(f"An item cannot go from {output.status} to {to}.")
-    updated = Output.objects.filter(pk=output.pk, status=output.status).update(
-        status=to, updated_at=timezone.now(), **changes
+    transition(
+        output,
+        to,
+        refused=lambda frm, to: AlreadyResolved(f"An item cannot go from {frm} to {to}."),
+        changed=lambda frm: AlreadyResolved("This item changed in the meantime."),
+        fields=changes,
+        touch=("updated_at",),
     )
-    if updated != 1:
-        raise AlreadyResolved("This item changed in the meantime.")
-    output.status = to
-    for key, value in changes.items():
-        setattr(output, key, value)
 
 
 def _resolve(output: Output, review: Review, *, by: str) -> dict[str, Any]:

@@ -208,6 +208,7 @@ TABLE = {
     "datasets:list": (_route, {"GET": DATASET_READERS}),
     "datasets:build": (_route, {"GET": ENGINEERS, "POST": ENGINEERS}),
     "datasets:detail": (_dataset, {"GET": DATASET_READERS}),
+    "datasets:progress": (_dataset, {"GET": DATASET_READERS}),
     "training:index": (_route, {"GET": ENGINEERING_READERS}),
     "training:launch": (_route, {"GET": ENGINEERS, "POST": ENGINEERS}),
     "training:launch-estimate": (_route, {"GET": ENGINEERS}),

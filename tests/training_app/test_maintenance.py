@@ -86,3 +86,71 @@ def test_it_sends_again_the_jobs_whose_broker_message_was_lost(
     evaluation.refresh_from_db()
     assert (evaluation.status, evaluation.lease_owner) == ("queued", "")
     assert evaluation.message_id
+
+
+@pytest.fixture
+def tries(make_user, make_dataset_version, tiny_base_model, training_dirs):
+    """tries(status, queued_for=..., running_for=...): a "Try it" job on a channel, made
+    directly (the page and the worker have their own tests)."""
+    from training_app.models import ChannelTry
+
+    from .governance_helpers import make_channel
+
+    engineer = make_user("ml_engineer")
+    run = training_run_create(
+        user=engineer,
+        dataset_version=make_dataset_version(2, 1),
+        hyperparameters={"num_epochs": 1, "batch_size": 4, "lora_r": 4, "lora_alpha": 8},
+        enqueue=False,
+    )
+    channel = make_channel("production")
+
+    def make(status, *, sent_ago, started_ago=None):
+        now = timezone.now()
+        return ChannelTry.objects.create(
+            channel=channel,
+            version=run.model_version,
+            user=engineer,
+            question="How far do you tow?",
+            status=status,
+            message_id=f"lost-{status}-{sent_ago}",
+            enqueued_at=now - sent_ago,
+            started_at=None if started_ago is None else now - started_ago,
+        )
+
+    return make
+
+
+@pytest.mark.django_db
+def test_it_sends_again_try_jobs_whose_message_was_lost_or_whose_worker_died(
+    tries, sent, capsys, django_capture_on_commit_callbacks
+):
+    from reviews.models import AuditEvent
+    from training_app.services.channel_try import channel_try_execute, try_timeout_seconds
+
+    timeout = timedelta(seconds=try_timeout_seconds())
+    lost = tries("queued", sent_ago=timedelta(minutes=2))
+    just_sent = tries("queued", sent_ago=timedelta(seconds=5))
+    dead = tries("running", sent_ago=timeout * 2, started_ago=timeout * 2)
+    slow = tries("running", sent_ago=timeout / 2, started_ago=timeout / 2)
+    done = tries("done", sent_ago=timeout * 2, started_ago=timeout * 2)
+    with django_capture_on_commit_callbacks() as callbacks:
+        call_command("run_maintenance")
+    out = capsys.readouterr().out
+    assert f'"Try it" questions resent: {lost.pk}' in out
+    assert f'"Try it" questions taken back: {dead.pk}' in out
+    assert len(callbacks) == 2  # two messages sent, once the sweep's transactions committed
+    for job, resent in [(lost, True), (just_sent, False), (dead, True), (slow, False)]:
+        before = job.message_id
+        job.refresh_from_db()
+        assert (job.message_id != before) == resent, job
+    events = AuditEvent.objects.filter(action="channel_try.message_resent")
+    assert sorted(e.object_id for e in events) == sorted([str(lost.pk), str(dead.pk)])
+    # Idempotent: the next pass finds the new messages too young to be called lost.
+    with django_capture_on_commit_callbacks() as callbacks:
+        call_command("run_maintenance")
+    assert callbacks == [] and '"Try it"' not in capsys.readouterr().out
+    # A message for a finished job (a duplicate arriving late) does nothing.
+    assert channel_try_execute(job_id=done.pk).status == "done"
+    done.refresh_from_db()
+    assert done.status == "done" and done.message_id.startswith("lost-")

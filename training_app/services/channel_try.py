@@ -3,7 +3,7 @@
 answer it stopped waiting for."""
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -12,11 +12,14 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from config.dramatiq import send_after_commit
+from config.dramatiq import broker_message_ids, send_after_commit
 from core.errors import ApplicationError
+from reviews.services import audit_append
 
 from ..errors import TransitionRefused
 from ..models import Channel, ChannelTry
+from .leases import lost_messages_resend
+from .runs import _conf
 from .serving import channel_generate, channel_generate_check
 
 logger = logging.getLogger(__name__)
@@ -45,14 +48,88 @@ def channel_try_transition(*, job: ChannelTry, to: str, **fields: Any) -> bool:
 def channel_try_create(*, user: AbstractBaseUser, channel: Channel, prompt: Any) -> ChannelTry:
     """Queue a question for the channel's live version. Refusals (role, empty prompt, nothing
     live) are raised here, before anything is queued."""
-    from ..tasks import answer_channel_try
-
     version = channel_generate_check(user=user, channel=channel, prompt=prompt)
     job = ChannelTry.objects.create(channel=channel, version=version, user=user, question=prompt)
-    message = send_after_commit(answer_channel_try, str(job.pk))
-    ChannelTry.objects.filter(pk=job.pk).update(message_id=message.message_id)
-    job.message_id = message.message_id
+    job.message_id = _enqueue_try(job.pk)
     return job
+
+
+def _enqueue_try(job_id: Any) -> str:
+    """Send the job's message once the caller's transaction commits, and record its id and
+    when it was sent on the row in that transaction (the sweep tells a lost message by them)."""
+    from ..tasks import answer_channel_try
+
+    message = send_after_commit(answer_channel_try, str(job_id))
+    ChannelTry.objects.filter(pk=job_id).update(
+        message_id=message.message_id, enqueued_at=timezone.now()
+    )
+    return message.message_id
+
+
+def channel_tries_sweep(*, now: datetime | None = None) -> dict[str, list[str]]:
+    """For `run_maintenance`: send again the message of each queued job whose message was lost
+    (queued longer than SIGNOFF_TRAINING["RESEND_AFTER_SECONDS"], no longer in the broker),
+    and of each running job whose worker died (running longer than the job's timeout): the
+    actor takes such a job over. Idempotent: a job that is done, or that another delivery
+    claimed, makes the extra message a no-op."""
+    from ..tasks import answer_channel_try
+
+    now = now or timezone.now()
+    resent = lost_messages_resend(
+        model=ChannelTry,
+        actor=answer_channel_try,
+        object_type="channel_try",
+        enqueue=_enqueue_try,
+        now=now,
+    )
+    return {"resent": resent, "taken back": _dead_workers_resend(answer_channel_try, now)}
+
+
+def _dead_workers_resend(actor: Any, now: datetime) -> list[str]:
+    stale = now - timedelta(seconds=try_timeout_seconds() + 60)
+    sent_before = now - timedelta(seconds=_conf("RESEND_AFTER_SECONDS"))
+    running = ChannelTry.Status.RUNNING
+    dead = list(
+        ChannelTry.objects.filter(status=running, started_at__lt=stale)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=sent_before))
+        .values_list("pk", "message_id")
+    )
+    if not dead:
+        return []
+    import redis
+
+    try:
+        held = broker_message_ids(actor.broker, actor.queue_name)
+    except redis.RedisError as exc:
+        logger.warning("broker unreachable (%s): dead tries are looked for next time", exc)
+        return []
+    taken = []
+    for pk, message_id in dead:
+        if held is not None and message_id in held:
+            continue  # the broker gave the message back already (redelivery of a dead worker's)
+        with transaction.atomic():
+            row = (
+                ChannelTry.objects.select_for_update()
+                .filter(pk=pk, status=running, started_at__lt=stale, message_id=message_id)
+                .first()
+            )
+            if row is None:
+                continue
+            new_id = _enqueue_try(pk)
+            audit_append(
+                actor=None,
+                action="channel_try.message_resent",
+                object_type="channel_try",
+                object_id=pk,
+                payload={
+                    "lost_message": message_id,
+                    "message": new_id,
+                    "why": "its worker went silent past the job's timeout",
+                },
+            )
+        logger.warning("channel try %s: worker silent since %s; sent again", pk, row.started_at)
+        taken.append(str(pk))
+    return taken
 
 
 def _external_id(job: ChannelTry) -> str:

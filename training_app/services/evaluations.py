@@ -16,7 +16,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from config.dramatiq import send_after_commit
-from datasets_app.selectors import dataset_version_rows
+from core.lifecycle import transition
+from datasets_app.selectors import dataset_version_rows, dataset_version_system_prompt
 from reviews.services import audit_append
 
 from ..errors import TransitionRefused
@@ -107,10 +108,15 @@ def _evaluation_rows(evaluation: Evaluation) -> Any:
     if evaluation.split == "regression":
         from ..models import RegressionCase
 
+        # Asked as the version was trained, as generate asks it (serving's training-time
+        # system prompt); the reference model gets the same messages.
+        system = dataset_version_system_prompt(version_id=evaluation.dataset_version_id)
+        opening = [{"role": "system", "content": system}] if system else []
         return (
             {
                 "example_id": f"regression-{case.pk}",
                 "messages": [
+                    *opening,
                     {"role": "user", "content": case.prompt},
                     {"role": "assistant", "content": case.reference},
                 ],
@@ -121,14 +127,30 @@ def _evaluation_rows(evaluation: Evaluation) -> Any:
     return dataset_version_rows(version=evaluation.dataset_version, split=evaluation.split)
 
 
+class _EvaluationLost(Exception):
+    """Someone moved the evaluation first (or the sweep took the lease): the caller's move lost."""
+
+
 def _eval_transition(
     evaluation: Evaluation, frm: str, to: str, owner: str | None = None, **fields: Any
 ) -> bool:
-    """Compare-and-set of the status; with `owner`, only while that worker holds the lease."""
-    query = Evaluation.objects.filter(pk=evaluation.pk, status=frm)
-    if owner is not None:
-        query = query.filter(lease_owner=owner)
-    return query.update(status=to, **fields) == 1
+    """Compare-and-set of the status; with `owner`, only while that worker holds the lease.
+    False when the race was lost; a move the table does not allow is a bug and raises."""
+    try:
+        transition(
+            evaluation,
+            to,
+            frm=frm,
+            refused=lambda frm, to: TransitionRefused(
+                f"Evaluation {evaluation.pk} cannot go from {frm} to {to}."
+            ),
+            changed=lambda frm: _EvaluationLost(),
+            where={"lease_owner": owner} if owner is not None else None,
+            fields=fields,
+        )
+    except _EvaluationLost:
+        return False
+    return True
 
 
 def evaluation_execute(*, evaluation_id: Any, owner: str) -> Evaluation | None:

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
+from core.lifecycle import transition
 from core.permissions import can, require
 from datasets_app.services import dataset_version_build
 from reviews.models import Output, Queue, RoutingRule
@@ -232,13 +232,16 @@ def drift_alert_acknowledge(*, user: AbstractBaseUser, alert: DriftAlert) -> Dri
         GovernanceForbidden("Only ML engineers and admins acknowledge alerts."),
     )
     with transaction.atomic():
-        updated = DriftAlert.objects.filter(pk=alert.pk, status=DriftAlert.Status.OPEN).update(
-            status=DriftAlert.Status.ACKNOWLEDGED,
-            acknowledged_by=user,
-            acknowledged_at=timezone.now(),
+        # Its audit event is the monitoring one below (on the model version), not drift_alert.*.
+        transition(
+            alert,
+            DriftAlert.Status.ACKNOWLEDGED,
+            frm=DriftAlert.Status.OPEN,
+            refused=lambda frm, to: TransitionRefused(f"Alert {alert.pk} is already acknowledged."),
+            changed=lambda frm: TransitionRefused(f"Alert {alert.pk} is already acknowledged."),
+            fields={"acknowledged_by": user},
+            touch=("acknowledged_at",),
         )
-        if updated != 1:
-            raise TransitionRefused(f"Alert {alert.pk} is already acknowledged.")
         audit_append(
             actor=user,
             action="monitoring.drift_alert_acknowledged",

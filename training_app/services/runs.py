@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from config.dramatiq import send_after_commit
+from core.lifecycle import transition
 from core.permissions import can
 from datasets_app.models import DatasetVersion
 from reviews.services import audit_append
@@ -67,25 +68,25 @@ def _run_transition(
 ) -> TrainingRun:
     """Compare-and-set of the run's status (and, for a worker, its lease), with an audit event.
     Runs inside the caller's transaction."""
-    frm = run.status
-    if to not in TrainingRun.TRANSITIONS[TrainingRun.Status(frm)]:
-        raise TransitionRefused(f"Training run {run.pk} cannot go from {frm} to {to}.")
-    query = TrainingRun.objects.filter(pk=run.pk, status=frm)
-    if owner is not None:
-        query = query.filter(lease_owner=owner)
-    if query.update(status=to, **fields) != 1:
-        if owner is not None:
-            raise LeaseLost(f"Training run {run.pk} is no longer held by {owner}.")
-        raise TransitionRefused(f"Training run {run.pk} changed under us (was {frm}).")
-    run.refresh_from_db()
-    audit_append(
+    return transition(
+        run,
+        to,
+        refused=lambda frm, to: TransitionRefused(
+            f"Training run {run.pk} cannot go from {frm} to {to}."
+        ),
+        changed=lambda frm: (
+            LeaseLost(f"Training run {run.pk} is no longer held by {owner}.")
+            if owner is not None
+            else TransitionRefused(f"Training run {run.pk} changed under us (was {frm}).")
+        ),
+        where={"lease_owner": owner} if owner is not None else None,
+        fields=fields,
+        refresh=True,
+        audit=audit_append,
+        audit_as="training_run",
         actor=actor,
-        action=f"training_run.{to}",
-        object_type="training_run",
-        object_id=run.pk,
-        payload={"from": frm, "to": to, **(payload or {})},
+        payload=payload,
     )
-    return run
 
 
 # -- create and cancel ------------------------------------------------------------------------

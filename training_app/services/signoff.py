@@ -9,8 +9,8 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.utils import timezone
 
+from core.lifecycle import transition
 from core.permissions import can
 from core.roles import Role, has_role
 from reviews.services import audit_append
@@ -352,14 +352,16 @@ def signoff_decide(
 
 
 def _request_close(*, request: SignoffRequest, to: str, actor: AbstractBaseUser) -> None:
-    if to not in SignoffRequest.TRANSITIONS[SignoffRequest.Status(request.status)]:
-        raise TransitionRefused(f"Sign-off request {request.pk} cannot become {to}.")
-    updated = SignoffRequest.objects.filter(pk=request.pk, status=request.status).update(
-        status=to, decided_at=timezone.now()
+    # The caller audits: through model_version_transition, or as signoff.request_{to} below.
+    transition(
+        request,
+        to,
+        refused=lambda frm, to: TransitionRefused(
+            f"Sign-off request {request.pk} cannot become {to}."
+        ),
+        changed=lambda frm: TransitionRefused(f"Sign-off request {request.pk} changed under us."),
+        touch=("decided_at",),
     )
-    if updated != 1:
-        raise TransitionRefused(f"Sign-off request {request.pk} changed under us.")
-    request.status = to
     if to == SignoffRequest.Status.APPROVED:
         webhook_event_emit(event="version.approved", payload=_event(request))
     version = ModelVersion.objects.select_for_update().get(pk=request.version_id)

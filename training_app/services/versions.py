@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from core.lifecycle import transition
 from reviews.services import audit_append
 
 from ..errors import TransitionRefused
@@ -33,23 +34,21 @@ def model_version_transition(
     the table or someone changed the status first."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("model_version_transition runs inside the caller's transaction")
-    frm = version.status
-    if to not in ModelVersion.TRANSITIONS[ModelVersion.Status(frm)]:
-        raise TransitionRefused(f"Model version {version.name} cannot go from {frm} to {to}.")
-    updated = ModelVersion.objects.filter(pk=version.pk, status=frm).update(status=to, **fields)
-    if updated != 1:
-        raise TransitionRefused(f"Model version {version.name} changed under us (was {frm}).")
-    version.status = to
-    for key, value in fields.items():
-        setattr(version, key, value)
-    audit_append(
+    return transition(
+        version,
+        to,
+        refused=lambda frm, to: TransitionRefused(
+            f"Model version {version.name} cannot go from {frm} to {to}."
+        ),
+        changed=lambda frm: TransitionRefused(
+            f"Model version {version.name} changed under us (was {frm})."
+        ),
+        fields=fields,
+        audit=audit_append,
+        audit_as="model_version",
         actor=actor,
-        action=f"model_version.{to}",
-        object_type="model_version",
-        object_id=version.pk,
-        payload={"from": frm, "to": to, **(payload or {})},
+        payload=payload,
     )
-    return version
 
 
 def adapter_manifest(folder: Path) -> dict[str, str]:

@@ -14,10 +14,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.lifecycle import transition
 from datasets_app.selectors import dataset_version_rows
 from reviews.services import audit_append
 
-from ..errors import LeaseLost
+from ..errors import LeaseLost, TransitionRefused
 from ..models import ModelVersion, TrainingRun
 from ..training.environment import git_commit, library_versions
 from .base_models import base_model_verify
@@ -50,24 +51,32 @@ def training_run_claim(*, run_id: Any, owner: str) -> TrainingRun | None:
             )
             return None
         now = timezone.now()
-        claimed = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
-            status=TrainingRun.Status.RUNNING,
-            lease_owner=owner,
-            heartbeat_at=now,
-            attempts=F("attempts") + 1,
-            started_at=run.started_at or now,
-        )
-        if claimed != 1:
+        try:
+            transition(
+                run,
+                TrainingRun.Status.RUNNING,
+                refused=lambda frm, to: TransitionRefused(
+                    f"Training run {run.pk} cannot go from {frm} to {to}."
+                ),
+                changed=lambda frm: _ClaimLost(),
+                fields={
+                    "lease_owner": owner,
+                    "heartbeat_at": now,
+                    "attempts": F("attempts") + 1,
+                    "started_at": run.started_at or now,
+                },
+                refresh=True,
+                audit=audit_append,
+                audit_as="training_run",
+                payload=lambda run: {"owner": owner, "attempt": run.attempts},
+            )
+        except _ClaimLost:
             return None  # another delivery won the compare-and-set
-        run.refresh_from_db()
-        audit_append(
-            actor=None,
-            action="training_run.running",
-            object_type="training_run",
-            object_id=run.pk,
-            payload={"from": "queued", "to": "running", "owner": owner, "attempt": run.attempts},
-        )
     return run
+
+
+class _ClaimLost(Exception):
+    """Another delivery of the same message claimed the run between our read and our update."""
 
 
 def _downsample(points: list[list[float]], limit: int = 500) -> list[list[float]]:

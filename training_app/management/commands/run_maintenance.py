@@ -1,9 +1,9 @@
 """Periodic upkeep, for cron or `--every N` (the demo runs it every 30 s): take back training
-runs, evaluations and dataset builds whose worker went silent, send again the broker messages
-of queued jobs that Redis lost (restarted empty), turn newly reviewed outputs into examples,
-check live versions for drift, and send again webhook deliveries whose broker message was
-lost. Each step is idempotent, so overlapping runs are harmless: the database is the source of
-truth and a duplicate message does nothing."""
+runs, evaluations, dataset builds and "Try it" questions whose worker went silent, send again
+the broker messages of queued jobs that Redis lost (restarted empty), turn newly reviewed
+outputs into examples, check live versions for drift, and send again webhook deliveries whose
+broker message was lost. Each step is idempotent, so overlapping runs are harmless: the
+database is the source of truth and a duplicate message does nothing."""
 
 import time
 from typing import Any
@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand
 
 from datasets_app.services import dataset_builds_recover, examples_sync
 from training_app.services import training_runs_sweep
+from training_app.services.channel_try import channel_tries_sweep
 from training_app.services.evaluations import evaluations_sweep
 from training_app.services.monitoring import drift_check_all
 from training_app.services.webhooks import webhook_deliveries_due
@@ -22,6 +23,7 @@ def maintenance_once() -> dict[str, Any]:
     runs = training_runs_sweep()
     evaluations = evaluations_sweep()
     builds = dataset_builds_recover()
+    tries = channel_tries_sweep()
     # Reviewed outputs become examples here too, so a build only syncs what arrived since.
     synced = examples_sync()
     alerts = drift_check_all()
@@ -34,6 +36,7 @@ def maintenance_once() -> dict[str, Any]:
         "runs": runs,
         "evaluations": evaluations,
         "dataset_builds": builds,
+        "channel_tries": tries,
         "examples_synced": synced.created,
         "drift_alerts": len(alerts),
         "webhooks_resent": len(due),
@@ -41,7 +44,7 @@ def maintenance_once() -> dict[str, Any]:
 
 
 def is_busy(done: dict[str, Any]) -> bool:
-    sweeps = (done["runs"], done["evaluations"], done["dataset_builds"])
+    sweeps = (done["runs"], done["evaluations"], done["dataset_builds"], done["channel_tries"])
     swept = any(ids for sweep in sweeps for ids in sweep.values())
     return swept or bool(done["examples_synced"] or done["drift_alerts"] or done["webhooks_resent"])
 
@@ -50,6 +53,7 @@ _SWEEP_NAMES = {
     "runs": "training runs",
     "evaluations": "evaluations",
     "dataset_builds": "dataset builds",
+    "channel_tries": '"Try it" questions',
 }
 
 
@@ -71,7 +75,8 @@ def describe(done: dict[str, Any]) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Sweep stale training runs, evaluations and dataset builds, resend lost job messages, "
+        "Sweep stale training runs, evaluations, dataset builds and Try it questions, resend "
+        "lost job messages, "
         "sync examples, check drift, resend due webhook deliveries."
     )
 
