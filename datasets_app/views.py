@@ -74,7 +74,12 @@ def version_build_progress(request: HttpRequest, pk: int) -> HttpResponse:
     _require(request)
     version = _version(pk)
     context = {**_build_context(request, version), "polled": True}
-    return render(request, "datasets_app/_build_progress.html", context)
+    response = render(request, "datasets_app/_build_progress.html", context)
+    if request.headers.get("HX-Request") and not context["build"].is_active:
+        # The build ended while the page was open: reload it whole, since the quality report,
+        # examples, plots and exports are drawn only for a finished version.
+        response["HX-Refresh"] = "true"
+    return response
 
 
 @login_required

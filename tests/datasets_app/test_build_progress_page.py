@@ -82,3 +82,17 @@ def test_the_fragment_is_refused_to_those_who_may_not_read_datasets(personas, ou
     client = Client()
     client.force_login(personas["reviewer"])
     assert client.get(f"/datasets/{version.pk}/progress/").status_code == 403
+
+
+def test_a_poll_that_finds_the_build_ended_reloads_the_whole_page(personas, outputs):
+    """The quality report, examples and exports are drawn only for a finished version: the poll
+    that sees the end asks htmx to reload the page, while a poll of a running build does not."""
+    engineer = personas["ml_engineer"]
+    client = Client()
+    client.force_login(engineer)
+    building = services.dataset_version_create(user=engineer, name="support", seed=1)
+    answer = client.get(f"/datasets/{building.pk}/progress/", headers={"HX-Request": "true"})
+    assert answer.status_code == 200 and "HX-Refresh" not in answer.headers
+    ready = services.dataset_version_build(user=engineer, name="support-2", seed=1)
+    answer = client.get(f"/datasets/{ready.pk}/progress/", headers={"HX-Request": "true"})
+    assert answer.status_code == 200 and answer.headers["HX-Refresh"] == "true"
