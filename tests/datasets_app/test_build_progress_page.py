@@ -9,7 +9,8 @@ from datasets_app import services
 from datasets_app.models import DatasetVersion
 from datasets_app.services import leases
 
-pytestmark = pytest.mark.django_db
+# Pages: their database reads are covered on PostgreSQL by the service and API tests.
+pytestmark = [pytest.mark.django_db, pytest.mark.once]
 
 POLLING = 'hx-trigger="every'
 

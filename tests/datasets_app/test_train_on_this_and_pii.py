@@ -8,7 +8,8 @@ from django.test import Client
 
 from datasets_app import selectors, services
 
-pytestmark = pytest.mark.django_db
+# Pages: their database reads are covered on PostgreSQL by the service and API tests.
+pytestmark = [pytest.mark.django_db, pytest.mark.once]
 
 
 @pytest.fixture

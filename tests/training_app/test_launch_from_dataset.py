@@ -9,7 +9,8 @@ from django.utils import timezone
 from training_app.forms import LaunchForm
 from training_app.models import TrainingRun
 
-pytestmark = pytest.mark.django_db
+# Pages: their database reads are covered on PostgreSQL by the service and API tests.
+pytestmark = [pytest.mark.django_db, pytest.mark.once]
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 

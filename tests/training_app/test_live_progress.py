@@ -11,6 +11,9 @@ from training_app.templatetags.human_time import duration
 from .governance_helpers import finish_evaluations, make_channel, make_version
 from .live_helpers import finish_evaluation, register_fake_base_model, start_evaluation
 
+# Pages: their database reads are covered on PostgreSQL by the service and API tests.
+pytestmark = pytest.mark.once
+
 POLLING = 'hx-trigger="every'
 
 

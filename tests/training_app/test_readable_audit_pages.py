@@ -14,7 +14,8 @@ from reviews.services import audit_append
 
 from .governance_helpers import make_version
 
-pytestmark = pytest.mark.django_db
+# Pages: their database reads are covered on PostgreSQL by the service and API tests.
+pytestmark = [pytest.mark.django_db, pytest.mark.once]
 
 # A dict or list repr (quotes escaped in HTML), or a bare Python constant as a cell's value.
 PYTHON_REPR = re.compile(r"\{&#x27;|\[&#x27;|\{'|\['|>\s*(?:True|False|None)\s*<")

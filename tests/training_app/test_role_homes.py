@@ -10,6 +10,9 @@ from training_app.services import signoff_decide, signoff_request_create
 from .governance_helpers import finish_evaluations, make_channel, make_version
 from .live_helpers import register_fake_base_model
 
+# Pages: their database reads are covered on PostgreSQL by the service and API tests.
+pytestmark = pytest.mark.once
+
 INBOX = "Awaiting your sign-off"
 
 

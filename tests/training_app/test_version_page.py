@@ -1,8 +1,13 @@
 """The version page of a version still training: nothing about its environment is known yet,
 and the page says so instead of printing separators around blanks."""
 
+import pytest
+
 from training_app.models import ModelVersion
 from training_app.services import training_run_create
+
+# Pages: their database reads are covered on PostgreSQL by the service and API tests.
+pytestmark = pytest.mark.once
 
 
 def test_a_version_still_training_says_its_environment_comes_later(

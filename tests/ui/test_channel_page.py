@@ -10,7 +10,8 @@ from training_app.services import channel_rollback
 
 from .conftest import deploy
 
-pytestmark = pytest.mark.django_db
+# Pages: their database reads are covered on PostgreSQL by the service and API tests.
+pytestmark = [pytest.mark.django_db, pytest.mark.once]
 
 
 def channel_page(client, world) -> str:

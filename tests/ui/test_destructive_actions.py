@@ -14,7 +14,8 @@ from training_app.services import training_run_create
 
 from .conftest import deploy
 
-pytestmark = pytest.mark.django_db
+# Pages: their database reads are covered on PostgreSQL by the service and API tests.
+pytestmark = [pytest.mark.django_db, pytest.mark.once]
 
 
 def queued_run(world) -> TrainingRun:

@@ -7,7 +7,8 @@ import pytest
 
 from training_app.models import ModelVersion
 
-pytestmark = pytest.mark.django_db
+# Pages: their database reads are covered on PostgreSQL by the service and API tests.
+pytestmark = [pytest.mark.django_db, pytest.mark.once]
 
 
 def test_a_wrong_password_keeps_the_username(client, world):
