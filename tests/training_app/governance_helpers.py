@@ -68,27 +68,34 @@ def make_channel(name: str = "production", **policy) -> Channel:
     )
 
 
+def finished_evaluation_results(**candidate_metrics) -> dict:
+    """What a worker records for a finished comparison: the reference scores the defaults, the
+    candidate the defaults overridden by `candidate_metrics`."""
+    live = {"eval_loss": 1.0, "perplexity": 2.7, "rouge_l": 0.5, "token_f1": 0.5}
+    return {
+        "metrics": {
+            "candidate": {**live, **candidate_metrics},
+            "reference": live,
+            "examples": 2,
+            "generated": 2,
+        },
+        "samples": [
+            {
+                "prompt": "How far do you tow?",
+                "expected": "Up to 15 miles.",
+                "candidate": "Up to 15 miles.",
+                "reference": "Ten miles.",
+                "candidate_rouge_l": 1.0,
+                "reference_rouge_l": 0.0,
+            }
+        ],
+    }
+
+
 def finish_evaluations(request, **candidate_metrics) -> None:
     """Mark the request's comparisons done: the live version scores the defaults, the candidate
     the defaults overridden by `candidate_metrics`."""
-    live = {"eval_loss": 1.0, "perplexity": 2.7, "rouge_l": 0.5, "token_f1": 0.5}
     for evaluation in Evaluation.objects.filter(signoff_request=request):
         Evaluation.objects.filter(pk=evaluation.pk).update(
-            status="done",
-            metrics={
-                "candidate": {**live, **candidate_metrics},
-                "reference": live,
-                "examples": 2,
-                "generated": 2,
-            },
-            samples=[
-                {
-                    "prompt": "How far do you tow?",
-                    "expected": "Up to 15 miles.",
-                    "candidate": "Up to 15 miles.",
-                    "reference": "Ten miles.",
-                    "candidate_rouge_l": 1.0,
-                    "reference_rouge_l": 0.0,
-                }
-            ],
+            status="done", **finished_evaluation_results(**candidate_metrics)
         )

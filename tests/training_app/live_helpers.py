@@ -4,6 +4,8 @@ from django.conf import settings
 
 from training_app.models import BaseModel, Evaluation, ModelVersion
 
+from .governance_helpers import finished_evaluation_results
+
 
 def register_fake_base_model(folder) -> BaseModel:
     """The default base model as a row: the pages never load it."""
@@ -29,26 +31,10 @@ def finish_evaluation(evaluation: Evaluation) -> None:
     """What a worker records when an evaluation succeeds, written directly (no model runs)."""
     from django.utils import timezone
 
-    live = {"eval_loss": 1.0, "perplexity": 2.7, "rouge_l": 0.5, "token_f1": 0.5}
     Evaluation.objects.filter(pk=evaluation.pk).update(
         status=Evaluation.Status.DONE,
         finished_at=timezone.now(),
-        metrics={
-            "candidate": {**live, "rouge_l": 0.6},
-            "reference": live,
-            "examples": 2,
-            "generated": 2,
-        },
-        samples=[
-            {
-                "prompt": "How far do you tow?",
-                "expected": "Up to 15 miles.",
-                "candidate": "Up to 15 miles.",
-                "reference": "Ten miles.",
-                "candidate_rouge_l": 1.0,
-                "reference_rouge_l": 0.0,
-            }
-        ],
+        **finished_evaluation_results(rouge_l=0.6),
     )
     ModelVersion.objects.filter(pk=evaluation.version_id).update(
         status=ModelVersion.Status.EVALUATED
