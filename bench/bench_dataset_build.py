@@ -131,7 +131,7 @@ def _flush_scratch_database() -> None:
     lifts the log's append-only guard for the flush (docs/operations.md)."""
     from django.core.management import call_command
 
-    from reviews.audit_guard import lift_audit_guard
+    from core.audit.guard import lift_audit_guard
 
     with lift_audit_guard():
         call_command("flush", interactive=False, verbosity=0)
@@ -140,9 +140,10 @@ def _flush_scratch_database() -> None:
 def reset_builds() -> None:
     """Keep the outputs; drop what a previous build made, so the next one starts alike: a
     first build again."""
+    from core.audit.guard import lift_audit_guard
+    from core.models import AuditEvent, AuditHead
     from datasets_app.models import DatasetVersion, DatasetVersionExample, Example
-    from reviews.audit_guard import lift_audit_guard
-    from reviews.models import AuditEvent, AuditHead, OutputLock
+    from reviews.models import OutputLock
 
     DatasetVersionExample.objects.all().delete()
     DatasetVersion.objects.update(parent=None)  # parents are PROTECTed

@@ -35,7 +35,7 @@ from common import ROOT, parser, percentile, scratch_database, setup_django, wri
 SERVER = """
 import django, sys
 django.setup()
-from training_app.serving.server import make_server
+from serving.server import make_server
 server = make_server("127.0.0.1", int(sys.argv[1]), merge_adapters=sys.argv[2] == "merged")
 print("ready", flush=True)
 server.serve_forever()
@@ -224,7 +224,7 @@ def main() -> None:
     setup_django(url)
     version = live_version(model_dir, work)
 
-    from reviews.demo_data import demo_outputs
+    from demo.data import demo_outputs
 
     prompts = [output["input"] for output in demo_outputs(max(options.requests, 8), seed=11)]
     order = []

@@ -89,7 +89,7 @@ def make_world(outputs: int, model_folder: Path):
     from rest_framework.authtoken.models import Token
 
     from datasets_app.services import dataset_version_build
-    from reviews.demo_data import demo_items
+    from demo.data import demo_items
     from reviews.models import Output, Queue, Review
     from training_app.services import base_model_register
 

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import verdict, write_result  # noqa: E402
 
-from reviews.demo_data import demo_items  # noqa: E402
+from demo.data import demo_items  # noqa: E402
 from training_app.training.data import write_jsonl  # noqa: E402
 from training_app.training.hyperparameters import DEFAULTS  # noqa: E402
 

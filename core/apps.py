@@ -3,8 +3,14 @@ from django.apps import AppConfig
 
 class CoreConfig(AppConfig):
     """What every other app builds on: errors, HTTP error answers, roles and the permission
-    policy. The lowest layer: it imports no other app of the project."""
+    policy, the hash-chained audit log and its page. The lowest layer: it imports no other app
+    of the project."""
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "core"
     verbose_name = "Core"
+    # Merged by `manage.py bootstrap_roles`.
+    role_permissions: dict[str, list[str]] = {
+        "auditor": ["core.view_audit_log"],
+        "admin": ["core.view_audit_log"],
+    }

@@ -34,3 +34,10 @@ class Conflict(ApplicationError):
 
     status_code = 409
     code = "conflict"
+
+
+class AuditChainBroken(Exception):
+    def __init__(self, seq: int | None, message: str):
+        super().__init__(message)
+        self.seq = seq
+        self.message = message

@@ -7,7 +7,7 @@ in its 403 answer ("Requires one of the roles: ml_engineer, admin."): keep it wh
 
 Rules that depend on an object stay with the app that owns it: who works a queue
 (`reviews.roles.can_work_queue`) and which role signs off on a channel (its policy's
-`approver_role`, `training_app.services.signoff.signoff_refusal`).
+`approver_role`, `governance.services.signoff.signoff_refusal`).
 """
 
 from collections.abc import Callable

@@ -22,3 +22,18 @@ class DatasetsAppConfig(AppConfig):
         "auditor": ["datasets_app.view_datasetversion", "datasets_app.view_example"],
         "approver": ["datasets_app.view_datasetversion", "datasets_app.view_example"],
     }
+
+    def ready(self) -> None:
+        from core.maintenance import maintenance_step
+        from datasets_app.services import dataset_builds_recover, examples_sync
+
+        maintenance_step(
+            key="dataset_builds", order=30, label="dataset builds", run=dataset_builds_recover
+        )
+        # Reviewed outputs become examples here too, so a build only syncs what arrived since.
+        maintenance_step(
+            key="examples_synced",
+            order=50,
+            label="{n} reviewed outputs became examples",
+            run=lambda: examples_sync().created,
+        )

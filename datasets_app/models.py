@@ -15,7 +15,7 @@ class Example(models.Model):
     The provenance is relational, not a copy: the output (PROTECTed), that output's reviews
     and reviewers (never deleted; once a version uses the example its output is locked, so no
     review can be undone), the queue and routing rule, and the resolution time below.
-    `training_app.compliance.example_lineage` reads it back.
+    `governance.compliance.example_lineage` reads it back.
 
     `messages` is the raw chat form (the output's input messages, then an assistant message
     with the final text) before any quality step; each dataset version stores its own processed

@@ -4,20 +4,10 @@ and the audit log can be read but never changed."""
 from django.contrib import admin
 from django.http import HttpRequest
 
-from . import services
-from .models import AuditEvent, GuidelineVersion, Lease, Output, Queue, Review, RoutingRule
-from .services.queues import QUEUE_FIELDS, RULE_FIELDS
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+from core.admin import ReadOnlyAdmin
+from reviews import services
+from reviews.models import GuidelineVersion, Lease, Output, Queue, Review, RoutingRule
+from reviews.services.queues import QUEUE_FIELDS, RULE_FIELDS
 
 
 @admin.register(Queue)
@@ -93,10 +83,3 @@ class ReviewAdmin(ReadOnlyAdmin):
 @admin.register(Lease)
 class LeaseAdmin(ReadOnlyAdmin):
     list_display = ["id", "output", "reviewer", "claimed_at", "expires_at", "end_reason"]
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["seq", "created_at", "actor_name", "action", "object_type", "object_id"]
-    list_filter = ["action", "object_type"]
-    search_fields = ["object_id", "actor_name"]

@@ -8,6 +8,6 @@ class ReviewsConfig(AppConfig):
 
     @property
     def role_permissions(self) -> dict[str, list[str]]:
-        from .roles import REVIEWS_ROLE_PERMISSIONS
+        from reviews.roles import REVIEWS_ROLE_PERMISSIONS
 
         return REVIEWS_ROLE_PERMISSIONS

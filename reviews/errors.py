@@ -21,10 +21,3 @@ class IngestInvalid(ValidationFailed):
 
 class QueueForbidden(PermissionRefused):
     code = "queue_forbidden"
-
-
-class AuditChainBroken(Exception):
-    def __init__(self, seq: int | None, message: str):
-        super().__init__(message)
-        self.seq = seq
-        self.message = message

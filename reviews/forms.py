@@ -3,7 +3,7 @@ decision (reason required, correction differs from the output...) live in `revie
 
 from django import forms
 
-from .models import Review
+from reviews.models import Review
 
 
 class DecisionForm(forms.Form):

@@ -7,8 +7,7 @@ Each app lists the permissions its roles get in its AppConfig (`role_permissions
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from core.roles import Role, user_roles
-
-from .models import Queue
+from reviews.models import Queue
 
 REVIEWS_ROLE_PERMISSIONS: dict[str, list[str]] = {
     Role.REVIEWER: ["reviews.work_queue", "reviews.view_queue"],
@@ -32,7 +31,6 @@ REVIEWS_ROLE_PERMISSIONS: dict[str, list[str]] = {
         "reviews.view_output",
         "reviews.view_review",
         "reviews.view_queue",
-        "reviews.view_audit_log",
     ],
     Role.ADMIN: [
         "reviews.work_queue",
@@ -42,7 +40,6 @@ REVIEWS_ROLE_PERMISSIONS: dict[str, list[str]] = {
         "reviews.view_output",
         "reviews.view_review",
         "reviews.view_queue",
-        "reviews.view_audit_log",
     ],
 }
 

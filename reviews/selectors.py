@@ -9,9 +9,8 @@ from django.utils import timezone
 
 from core.permissions import can
 from core.roles import user_roles
-
-from .models import Output, Queue, Review
-from .roles import can_work_queue
+from reviews.models import Output, Queue, Review
+from reviews.roles import can_work_queue
 
 
 def queues_for(*, user: AbstractBaseUser) -> list[Queue]:
@@ -156,7 +155,7 @@ def roles_of(user: AbstractBaseUser) -> list[str]:
 
 import uuid  # noqa: E402  (imports of the appended section)
 
-from .models import GuidelineVersion, Lease  # noqa: E402
+from reviews.models import GuidelineVersion, Lease  # noqa: E402
 
 
 def lease_held(*, user: AbstractBaseUser, queue: Queue) -> Lease | None:

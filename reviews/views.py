@@ -19,12 +19,11 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from core.errors import ApplicationError, Conflict, NotFound, PermissionRefused, ValidationFailed
-
-from . import selectors, services
-from .forms import DecisionForm
-from .home_selectors import home_sections
-from .models import Lease, Queue, Review
-from .roles import can_work_queue
+from reviews import selectors, services
+from reviews.forms import DecisionForm
+from reviews.home_selectors import home_sections
+from reviews.models import Lease, Queue, Review
+from reviews.roles import can_work_queue
 
 WORKBENCH_PAGE = "reviews/workbench.html"
 WORKBENCH_PANEL = "reviews/_workbench.html"

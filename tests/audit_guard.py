@@ -3,7 +3,7 @@
 import functools
 from collections.abc import Callable
 
-from reviews.audit_guard import guard_statements, lift_audit_guard, run_deferred_checks
+from core.audit.guard import guard_statements, lift_audit_guard, run_deferred_checks
 
 __all__ = ["flush_lifting_the_guard", "lift_audit_guard", "run_deferred_checks"]
 

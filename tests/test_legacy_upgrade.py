@@ -24,7 +24,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 from rest_framework.test import APIClient
 
-from reviews.services import audit_verify, audit_verify_against_head
+from core.audit import audit_verify, audit_verify_against_head
 
 FIXTURE = json.loads((Path(__file__).parent / "legacy" / "legacy_tables.json").read_text())
 # Rows that migrate's post_migrate signal writes into every fresh database, the test database

@@ -5,17 +5,13 @@ _VIEW = [
     "training_app.view_trainingrun",
     "training_app.view_modelversion",
     "training_app.view_evaluation",
-    "training_app.view_channel",
-    "training_app.view_signoffrequest",
-    "training_app.view_approval",
-    "training_app.view_deployment",
-    "training_app.view_regressioncase",
-    "training_app.view_driftalert",
-    "training_app.view_channelmonitoring",
 ]
 
 
 class TrainingAppConfig(AppConfig):
+    """Training runs, model versions and their evaluations; the Django-free trainer lives in
+    `training_app.training`."""
+
     default_auto_field = "django.db.models.BigAutoField"
     name = "training_app"
     verbose_name = "Training"
@@ -26,25 +22,21 @@ class TrainingAppConfig(AppConfig):
             "training_app.launch_training",
             "training_app.evaluate_model_version",
         ],
-        # Sign-off and deployment are checked by role (and separation of duties) in the
-        # services; these permissions name the rights for the admin and for reporting.
-        "approver": [*_VIEW, "training_app.approve_model_version"],
-        "deployer": [*_VIEW, "training_app.deploy_channel"],
+        "approver": list(_VIEW),
+        "deployer": list(_VIEW),
         "auditor": list(_VIEW),
         "admin": [
             *_VIEW,
             "training_app.launch_training",
             "training_app.evaluate_model_version",
             "training_app.add_basemodel",
-            # Monitoring (issue 7): webhooks and their delivery log are the admins' alone.
-            "training_app.view_webhook",
-            "training_app.view_webhookdelivery",
         ],
     }
 
     def ready(self) -> None:
-        from reviews.home_selectors import home_section_provider
+        from core.maintenance import maintenance_step
+        from training_app.services import training_runs_sweep
+        from training_app.services.evaluations import evaluations_sweep
 
-        from .home_selectors import governance_home_sections
-
-        home_section_provider(governance_home_sections)
+        maintenance_step(key="runs", order=10, label="training runs", run=training_runs_sweep)
+        maintenance_step(key="evaluations", order=20, label="evaluations", run=evaluations_sweep)

@@ -1,7 +1,6 @@
 """Domain errors of the training app; core/http.py maps them to HTTP answers."""
 
 from core.errors import (
-    ApplicationError,
     Conflict,
     NotFound,
     PermissionRefused,
@@ -43,40 +42,7 @@ class UnsafeBaseModel(ValidationFailed):
     code = "unsafe_base_model"
 
 
-class GovernanceForbidden(PermissionRefused):
-    """The actor's role, or separation of duties, does not allow this lifecycle step."""
-
-    code = "governance_forbidden"
-
-
-class SeparationOfDuties(PermissionRefused):
-    code = "separation_of_duties"
-
-
-class InvalidGovernanceRequest(ValidationFailed):
-    code = "invalid_governance_request"
-
-
-class ChannelNotFound(NotFound):
-    code = "channel_not_found"
-
-
-class SignoffRequestNotFound(NotFound):
-    code = "signoff_request_not_found"
-
-
-class RegressionGateFailed(Conflict):
-    """The candidate is worse than the live version beyond tolerance; `extra` lists where."""
-
-    code = "regression_gate_failed"
-
-
 class ArtifactTampered(Conflict):
     """The adapter files on disk no longer match the version's SHA-256 manifest."""
 
     code = "artifact_tampered"
-
-
-class ServingUnavailable(ApplicationError):
-    status_code = 503
-    code = "serving_unavailable"

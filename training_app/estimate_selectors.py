@@ -7,8 +7,7 @@ import math
 from dataclasses import dataclass
 
 from datasets_app.models import DatasetVersion, DatasetVersionExample
-
-from .models import BaseModel, TrainingRun
+from training_app.models import BaseModel, TrainingRun
 
 MEASURED_RUNS = 5  # the most recent finished runs whose pace is averaged
 

@@ -1,10 +1,9 @@
 from django import forms
 
 from datasets_app.models import DatasetVersion
-
-from .models import BaseModel, ModelVersion
-from .services.runs import PARENT_STATUSES
-from .training.hyperparameters import DEFAULTS
+from training_app.models import BaseModel, ModelVersion
+from training_app.services.runs import PARENT_STATUSES
+from training_app.training.hyperparameters import DEFAULTS
 
 
 class LaunchForm(forms.Form):

@@ -8,7 +8,7 @@ requested."""
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from .models import Evaluation, ModelVersion, SignoffRequest
+from training_app.models import Evaluation, ModelVersion
 
 UNFINISHED = (Evaluation.Status.QUEUED, Evaluation.Status.RUNNING)
 
@@ -32,7 +32,7 @@ class EvaluationsProgress:
         return self.done + self.failed
 
 
-def _progress_of(evaluations: list[Evaluation]) -> EvaluationsProgress:
+def evaluations_progress(evaluations: list[Evaluation]) -> EvaluationsProgress:
     unfinished = [e for e in evaluations if e.status in UNFINISHED]
     count = {status: sum(e.status == status for e in evaluations) for status in Evaluation.Status}
     return EvaluationsProgress(
@@ -48,16 +48,10 @@ def _progress_of(evaluations: list[Evaluation]) -> EvaluationsProgress:
 
 def version_evaluations_progress(*, version: ModelVersion) -> EvaluationsProgress:
     """The version's own evaluations (a sign-off's comparisons are that request's page's)."""
-    return _progress_of(
+    return evaluations_progress(
         list(
             version.evaluations.filter(signoff_request__isnull=True)
             .select_related("reference")
             .order_by("created_at")
         )
-    )
-
-
-def signoff_comparisons_progress(*, request: SignoffRequest) -> EvaluationsProgress:
-    return _progress_of(
-        list(request.evaluations.select_related("reference", "channel").order_by("created_at"))
     )

@@ -6,9 +6,8 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from core.permissions import can
-
-from .errors import ModelVersionNotFound, TrainingRunNotFound
-from .models import BaseModel, Evaluation, ModelVersion, TrainingRun
+from training_app.errors import ModelVersionNotFound, TrainingRunNotFound
+from training_app.models import BaseModel, Evaluation, ModelVersion, TrainingRun
 
 
 def can_view_training(user: AbstractBaseUser | AnonymousUser) -> bool:

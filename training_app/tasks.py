@@ -6,9 +6,7 @@ from django.conf import settings
 from dramatiq.middleware import CurrentMessage
 
 from config.dramatiq import TRAINING_QUEUE
-
-from . import services
-from .services.channel_try import channel_try_execute, try_timeout_seconds
+from training_app import services
 
 
 def _owner() -> str:
@@ -42,33 +40,7 @@ def evaluate_model_version(evaluation_id: str) -> None:
 
 @dramatiq.actor(queue_name="default", max_retries=0, time_limit=60_000)
 def sweep_training_runs() -> None:
-    from .services.evaluations import evaluations_sweep
+    from training_app.services.evaluations import evaluations_sweep
 
     services.training_runs_sweep()
     evaluations_sweep()
-
-
-@dramatiq.actor(queue_name="default", max_retries=0, time_limit=120_000)
-def deliver_webhook(delivery_id: str) -> None:
-    """One attempt; the service schedules the next one (with backoff) itself."""
-    from .services.webhooks import webhook_deliver
-
-    webhook_deliver(delivery_id=delivery_id)
-
-
-@dramatiq.actor(queue_name="default", max_retries=0, time_limit=120_000)
-def check_drift() -> None:
-    from .services.monitoring import drift_check_all
-
-    drift_check_all()
-
-
-@dramatiq.actor(
-    queue_name="default",
-    # Failures are recorded on the job (the page shows them); a retry would ask the model again.
-    max_retries=0,
-    # Longer than the job's own wait on the model server, so the service records the outcome.
-    time_limit=int((try_timeout_seconds() + 120) * 1000),
-)
-def answer_channel_try(job_id: str) -> None:
-    channel_try_execute(job_id=job_id)

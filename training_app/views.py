@@ -7,20 +7,17 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Model
 from django.forms import ModelChoiceField
 from django.http import Http404
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
 
 from core.errors import ApplicationError
 from core.permissions import can, permission_required_for_page
-from reviews.models import Output
-
-from .charts import bar_chart, line_chart
-from .errors import ModelVersionNotFound, TrainingRunNotFound
-from .estimate_selectors import RunEstimate, dataset_version_to_preselect, run_estimate
-from .forms import LaunchForm
-from .models import Channel, ChannelTry
-from .progress_selectors import version_evaluations_progress
-from .selectors import (
+from training_app.charts import bar_chart, line_chart
+from training_app.errors import ModelVersionNotFound, TrainingRunNotFound
+from training_app.estimate_selectors import RunEstimate, dataset_version_to_preselect, run_estimate
+from training_app.forms import LaunchForm
+from training_app.progress_selectors import version_evaluations_progress
+from training_app.selectors import (
     base_models_list,
     can_view_training,
     latest_evaluation,
@@ -30,20 +27,14 @@ from .selectors import (
     training_run_get,
     training_runs_list,
 )
-from .services import (
-    can_launch_training,
-    can_request_signoff,
-    training_run_cancel,
-    training_run_create,
-)
-from .services.base_models import base_model_default
-from .services.channel_try import channel_try_create
-from .training.hyperparameters import DEFAULTS
+from training_app.services import can_launch_training, training_run_cancel, training_run_create
+from training_app.services.base_models import base_model_default
+from training_app.training.hyperparameters import DEFAULTS
 
 COMPARED = ("eval_loss", "perplexity", "exact_match", "token_f1", "rouge_l", "length_ratio")
 
 
-def _viewer(request):
+def require_training_viewer(request):
     if not can_view_training(request.user):
         raise PermissionDenied(
             "Training pages are for ML engineers, approvers, deployers, auditors and admins."
@@ -53,7 +44,7 @@ def _viewer(request):
 @login_required
 @require_safe
 def index(request):
-    _viewer(request)
+    require_training_viewer(request)
     return render(
         request,
         "training_app/index.html",
@@ -179,7 +170,7 @@ def _run_context(request, run_id):
 @login_required
 @require_safe
 def run_detail(request, run_id):
-    _viewer(request)
+    require_training_viewer(request)
     return render(request, "training_app/run.html", _run_context(request, run_id))
 
 
@@ -187,7 +178,7 @@ def run_detail(request, run_id):
 @require_safe
 def run_progress(request, run_id):
     """The live part of the run page, polled every two seconds while the run is active."""
-    _viewer(request)
+    require_training_viewer(request)
     return render(request, "training_app/_run_progress.html", _run_context(request, run_id))
 
 
@@ -209,7 +200,7 @@ def run_cancel(request, run_id):
 @login_required
 @require_safe
 def version_list(request):
-    _viewer(request)
+    require_training_viewer(request)
     return render(request, "training_app/versions.html", {"versions": model_versions_list()})
 
 
@@ -217,7 +208,7 @@ def version_list(request):
 @require_safe
 def version_detail(request, version_id):
     """The comparison page: the version's latest evaluation against its reference, plotted."""
-    _viewer(request)
+    require_training_viewer(request)
     return render(request, "training_app/version.html", _version_context(request, version_id))
 
 
@@ -225,7 +216,7 @@ def version_detail(request, version_id):
 @require_safe
 def version_evaluation(request, version_id):
     """The live part of the version page, polled while an evaluation of it is unfinished."""
-    _viewer(request)
+    require_training_viewer(request)
     return render(
         request, "training_app/_version_evaluation.html", _version_context(request, version_id)
     )
@@ -253,74 +244,8 @@ def _version_context(request, version_id) -> dict:
         "evaluation": evaluation,
         "evaluations": model_version_evaluations(version=version),
         "progress": version_evaluations_progress(version=version),
-        "can_request_signoff": can_request_signoff(request.user),
+        "can_request_signoff": can(request.user, "signoff.request"),
         "chart": chart,
         "rows": rows,
         "lower_is_better": {"eval_loss", "perplexity"},
     }
-
-
-@login_required
-@require_POST
-def channel_try(request, name):
-    """The channel page's "Try it" form: queues the question for the jobs worker, which calls the
-    same service as `POST /api/channels/{name}/generate/` (the answer is recorded and routed into
-    review like any live traffic). Answers at once with a fragment that polls for the answer."""
-    channel = get_object_or_404(Channel, name=name)
-    try:
-        job = channel_try_create(
-            user=request.user, channel=channel, prompt=request.POST.get("prompt", "")
-        )
-    except ApplicationError as exc:
-        if exc.status_code == 403:
-            raise PermissionDenied(exc.message) from exc
-        if request.htmx:
-            return render(
-                request,
-                "training_app/_channel_try.html",
-                {"channel": channel, "job": None, "refusal": exc},
-            )
-        messages.error(request, exc.message)
-        return redirect("training:channel", name=channel.name)
-    if request.htmx:
-        return render(
-            request,
-            "training_app/_channel_try.html",
-            {"channel": channel, "job": job, "refusal": None},
-        )
-    # Redirected, so reloading the page does not ask the model (and record) again.
-    return redirect("training:channel-try-job", name=channel.name, try_id=job.pk)
-
-
-@login_required
-@require_safe
-def channel_try_job(request, name, try_id):
-    """One question asked through "Try it": busy while the worker answers (polled by htmx), then
-    the answer and where review stands with it. The asker's own questions only."""
-    channel = get_object_or_404(Channel, name=name)
-    if not can(request.user, "channel.generate"):
-        raise PermissionDenied("Only ML engineers, deployers and admins call channels.")
-    job = get_object_or_404(
-        ChannelTry.objects.select_related("version", "output__queue"),
-        pk=try_id,
-        channel=channel,
-        user=request.user,
-    )
-    template = "training_app/_channel_try.html" if request.htmx else "training_app/channel_try.html"
-    return render(request, template, {"channel": channel, "job": job, "refusal": None})
-
-
-@login_required
-@require_safe
-def channel_answer(request, name, output_id):
-    """One answer given through the channel, and where review stands with it."""
-    _viewer(request)
-    output = get_object_or_404(
-        Output.objects.select_related("queue"), pk=output_id, source=f"channel:{name}"
-    )
-    question = output.input[-1]["content"] if isinstance(output.input, list) else output.input
-    return render(
-        request,
-        "training_app/channel_answer.html",
-        {"channel_name": name, "output": output, "question": question},
-    )

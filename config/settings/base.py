@@ -44,6 +44,10 @@ INSTALLED_APPS = [
     "reviews",
     "datasets_app",
     "training_app",
+    "governance",
+    "serving",
+    "monitoring",
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from reviews.services import audit_append
+from core.audit import audit_append
 
 from .. import pipeline
 from ..errors import ExampleInUse, InvalidDatasetRequest

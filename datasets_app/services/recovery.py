@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from reviews.services import audit_append
+from core.audit import audit_append
 
 from ..models import DatasetVersion
 from .versions import dataset_version_transition

@@ -7,8 +7,8 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from core.audit import audit_append
 from core.lifecycle import transition
-from reviews.services import audit_append
 
 from ..errors import DatasetImmutable, InvalidDatasetRequest
 from ..models import DatasetVersion

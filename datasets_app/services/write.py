@@ -8,7 +8,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from reviews.services import audit_append
+from core.audit import audit_append
 
 from .. import pipeline
 from ..errors import SourceChanged

@@ -1,7 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from ..models import AuditEvent, GuidelineVersion, Lease, Output, Queue, Review, RoutingRule
+from reviews.models import GuidelineVersion, Lease, Output, Queue, Review, RoutingRule
 
 
 class ChatMessageSerializer(serializers.Serializer):
@@ -274,29 +274,3 @@ class RoutingRuleSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = ["id", "created_at"]
-
-
-class AuditEventSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = AuditEvent
-        fields = [
-            "seq",
-            "created_at",
-            "actor_name",
-            "action",
-            "object_type",
-            "object_id",
-            "payload",
-            "prev_hash",
-            "hash",
-        ]
-        read_only_fields = fields
-
-
-class AuditVerifySerializer(serializers.Serializer):
-    ok = serializers.BooleanField()
-    events = serializers.IntegerField(allow_null=True)
-    broken_at = serializers.IntegerField(allow_null=True)
-    detail = serializers.CharField()
-    head_seq = serializers.IntegerField(required=False)
-    head_hash = serializers.CharField(required=False)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from reviews.api import views
 
 urlpatterns = [
     path("outputs/", views.OutputListCreateApi.as_view(), name="api-outputs"),
@@ -18,6 +18,4 @@ urlpatterns = [
     path("reviews/<int:pk>/undo/", views.ReviewUndoApi.as_view(), name="api-review-undo"),
     path("routing-rules/", views.RoutingRuleListCreateApi.as_view(), name="api-routing-rules"),
     path("routing-rules/<int:pk>/", views.RoutingRuleDetailApi.as_view(), name="api-routing-rule"),
-    path("audit/", views.AuditListApi.as_view(), name="api-audit"),
-    path("audit/verify/", views.AuditVerifyApi.as_view(), name="api-audit-verify"),
 ]

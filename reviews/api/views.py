@@ -1,26 +1,18 @@
 """Thin API views: validate, call a service or selector, serialize."""
 
-from datetime import UTC
-
 import django_filters
-from django import forms
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.api.filters import IdFilter
 from core.api.permissions import allowed
-
-from .. import selectors, services
-from ..errors import AuditChainBroken, QueueNotFound
-from ..models import AuditEvent, AuditHead, Output, Queue, Review, RoutingRule
-from .serializers import (
+from reviews import selectors, services
+from reviews.api.serializers import (
     AgreementSerializer,
-    AuditEventSerializer,
-    AuditVerifySerializer,
     ClaimSerializer,
     GoldInSerializer,
     GuidelineSerializer,
@@ -35,6 +27,8 @@ from .serializers import (
     ReviewSerializer,
     RoutingRuleSerializer,
 )
+from reviews.errors import QueueNotFound
+from reviews.models import Output, Queue, Review, RoutingRule
 
 
 class OutputFilter(django_filters.FilterSet):
@@ -245,38 +239,6 @@ class LeaseReleaseApi(APIView):
         return Response(LeaseSerializer(lease).data)
 
 
-# The range of a 64-bit database integer: a larger id in a query string is a 400, not an
-# overflow inside the database driver.
-DB_INT_MAX = 2**63 - 1
-
-
-class IdFilter(django_filters.NumberFilter):
-    field_class = forms.IntegerField
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("min_value", -DB_INT_MAX)
-        kwargs.setdefault("max_value", DB_INT_MAX)
-        super().__init__(*args, **kwargs)
-
-
-class UtcDateTimeField(django_filters.fields.IsoDateTimeField):
-    """An ISO 8601 time, turned into UTC: PostgreSQL refuses offsets beyond ±15:59, which
-    ISO 8601 allows (a 500 otherwise), and a time that leaves the calendar is a 400."""
-
-    def to_python(self, value):
-        moment = super().to_python(value)
-        if moment is None or timezone.is_naive(moment):
-            return moment
-        try:
-            return moment.astimezone(UTC)
-        except OverflowError as error:
-            raise forms.ValidationError("Out of range.", code="invalid") from error
-
-
-class UtcDateTimeFilter(django_filters.IsoDateTimeFilter):
-    field_class = UtcDateTimeField
-
-
 class ReviewFilter(django_filters.FilterSet):
     output = IdFilter(field_name="output_id")
     reviewer = django_filters.CharFilter(field_name="reviewer__username")
@@ -372,51 +334,3 @@ class RoutingRuleDetailApi(APIView):
     def delete(self, request: Request, pk: int) -> Response:
         services.routing_rule_delete(user=request.user, rule=get_object_or_404(RoutingRule, pk=pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
-
-
-class AuditFilter(django_filters.FilterSet):
-    action = django_filters.CharFilter()
-    object_type = django_filters.CharFilter()
-    object_id = django_filters.CharFilter()
-    actor = django_filters.CharFilter(field_name="actor_name")
-    since = UtcDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    until = UtcDateTimeFilter(field_name="created_at", lookup_expr="lt")
-
-    class Meta:
-        model = AuditEvent
-        fields = ["action", "object_type", "object_id", "actor", "since", "until"]
-
-
-class AuditListApi(generics.ListAPIView):
-    """The audit log, read-only, oldest first (auditors and admins)."""
-
-    serializer_class = AuditEventSerializer
-    queryset = AuditEvent.objects.order_by("seq")
-    filterset_class = AuditFilter
-    permission_classes = [allowed("audit.read")]
-
-
-class AuditVerifyApi(APIView):
-    permission_classes = [allowed("audit.read")]
-
-    @extend_schema(responses=AuditVerifySerializer)
-    def get(self, request: Request) -> Response:
-        try:
-            count = services.audit_verify()
-        except AuditChainBroken as broken:
-            return Response(
-                {"ok": False, "events": None, "broken_at": broken.seq, "detail": broken.message}
-            )
-        # The head, copied somewhere outside this database (a ticket, a signed e-mail), is what
-        # proves later that nobody rewrote the whole tail and the head row together.
-        head = AuditHead.objects.filter(pk=1).values("seq", "hash").first()
-        return Response(
-            {
-                "ok": True,
-                "events": count,
-                "broken_at": None,
-                "detail": "chain intact",
-                "head_seq": head["seq"] if head else 0,
-                "head_hash": head["hash"] if head else "",
-            }
-        )

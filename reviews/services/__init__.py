@@ -1,27 +1,20 @@
 """Every write of the review loop: `from reviews.services import review_submit`."""
 
-from .audit import (
-    audit_append,
-    audit_append_many,
-    audit_verified_head,
-    audit_verify,
-    audit_verify_against_head,
+from reviews.services.decisions import output_mark_gold, review_submit
+from reviews.services.ingest import IngestResult, outputs_ingest, validate_batch
+from reviews.services.leases import lease_release, lease_renew, queue_claim_next
+from reviews.services.queues import (
+    guidelines_publish,
+    queue_save,
+    routing_rule_delete,
+    routing_rule_save,
 )
-from .decisions import output_mark_gold, review_submit
-from .ingest import IngestResult, outputs_ingest, validate_batch
-from .leases import lease_release, lease_renew, queue_claim_next
-from .queues import guidelines_publish, queue_save, routing_rule_delete, routing_rule_save
-from .routing import Router, default_queue, escalation_queue
-from .undo import review_undo
+from reviews.services.routing import Router, default_queue, escalation_queue
+from reviews.services.undo import review_undo
 
 __all__ = [
     "IngestResult",
     "Router",
-    "audit_append",
-    "audit_append_many",
-    "audit_verified_head",
-    "audit_verify",
-    "audit_verify_against_head",
     "default_queue",
     "escalation_queue",
     "guidelines_publish",

@@ -9,17 +9,16 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.audit.chain import audit_append, audit_append_many
 from core.lifecycle import transition
 from core.permissions import require
-
-from ..diffing import word_diff
-from ..errors import AlreadyResolved, LeaseLost, PermissionRefused, ValidationFailed
-from ..models import Lease, Output, Review
-from ..roles import can_work_queue
-from ..selectors import guidelines_current
-from .audit import audit_append, audit_append_many
-from .leases import _held_lease, lease_end
-from .text import unstorable
+from reviews.diffing import word_diff
+from reviews.errors import AlreadyResolved, LeaseLost, PermissionRefused, ValidationFailed
+from reviews.models import Lease, Output, Review
+from reviews.roles import can_work_queue
+from reviews.selectors import guidelines_current
+from reviews.services.leases import _held_lease, lease_end
+from reviews.services.text import unstorable
 
 Decision = Review.Decision
 Status = Output.Status

@@ -19,11 +19,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
-from ..errors import IngestInvalid
-from ..models import Output, OutputTag, Queue
-from .audit import audit_append
-from .routing import RouteDecision, Router
-from .text import unstorable
+from core.audit.chain import audit_append
+from reviews.errors import IngestInvalid
+from reviews.models import Output, OutputTag, Queue
+from reviews.services.routing import RouteDecision, Router
+from reviews.services.text import unstorable
 
 CHAT_ROLES = {"system", "user", "assistant", "tool"}
 MESSAGE_KEYS = {"role", "content"}

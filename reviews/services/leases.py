@@ -13,9 +13,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from ..errors import LeaseLost, NotFound, PermissionRefused, QueueForbidden
-from ..models import Lease, Output, Queue
-from ..roles import can_work_queue
+from reviews.errors import LeaseLost, NotFound, PermissionRefused, QueueForbidden
+from reviews.models import Lease, Output, Queue
+from reviews.roles import can_work_queue
 
 OUTPUT_TABLE = Output._meta.db_table
 REVIEW_TABLE = "reviews_review"

@@ -7,13 +7,12 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.forms.models import model_to_dict
 
+from core.audit.chain import audit_append
 from core.permissions import require
-
-from ..errors import PermissionRefused, ValidationFailed
-from ..models import GuidelineVersion, Queue, RoutingRule
-from ..selectors import guidelines_current
-from .audit import audit_append
-from .text import unstorable
+from reviews.errors import PermissionRefused, ValidationFailed
+from reviews.models import GuidelineVersion, Queue, RoutingRule
+from reviews.selectors import guidelines_current
+from reviews.services.text import unstorable
 
 QUEUE_FIELDS = {
     "name",

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 
-from ..models import Queue, RoutingRule
+from reviews.models import Queue, RoutingRule
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ..errors import AlreadyResolved, Conflict, NotFound, PermissionRefused
-from ..models import Lease, Output, OutputLock, Review
-from .audit import audit_append
-from .decisions import _transition
-from .leases import db_now
+from core.audit.chain import audit_append
+from reviews.errors import AlreadyResolved, Conflict, NotFound, PermissionRefused
+from reviews.models import Lease, Output, OutputLock, Review
+from reviews.services.decisions import _transition
+from reviews.services.leases import db_now
 
 Status = Output.Status
 CLEARED_RESOLUTION = {"resolution": "", "resolved_by": "", "final_output": "", "resolved_at": None}

@@ -7,11 +7,11 @@ from django.db import transaction
 from django.db.models import Value
 from django.db.models.functions import Concat
 
+from core.audit import audit_append
 from core.errors import Conflict
 from core.lifecycle import allowed_moves, transition
+from core.models import AuditEvent
 from datasets_app.models import DatasetVersion
-from reviews.models import AuditEvent
-from reviews.services import audit_append
 
 Status = DatasetVersion.Status
 

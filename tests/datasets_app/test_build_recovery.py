@@ -7,11 +7,11 @@ import dramatiq
 import pytest
 from django.utils import timezone
 
+from core.models import AuditEvent
 from datasets_app import services
 from datasets_app.models import DatasetVersion
 from datasets_app.services import builds, leases
 from datasets_app.tasks import build_dataset_version
-from reviews.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
 

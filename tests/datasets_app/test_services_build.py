@@ -6,15 +6,16 @@ import gc
 import pytest
 from django.db.models import ProtectedError
 
+from core.audit import audit_verify
+from core.models import AuditEvent
 from datasets_app import services
 from datasets_app.errors import DatasetImmutable, ExampleInUse, InvalidDatasetRequest, SourceChanged
 from datasets_app.models import DatasetVersion, DatasetVersionExample, Example
 from datasets_app.selectors import dataset_version_rows
 from datasets_app.services import builds, write
-from reviews.models import AuditEvent, Output, OutputLock, Review
-from reviews.services import audit_verify
+from governance.compliance import example_lineage
+from reviews.models import Output, OutputLock, Review
 from tests.waiting import join_threads
-from training_app.compliance import example_lineage
 
 pytestmark = pytest.mark.django_db
 

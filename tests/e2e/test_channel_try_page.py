@@ -7,10 +7,11 @@ import threading
 
 import pytest
 
-from reviews.demo_data import SYSTEM_PROMPT
+from demo.data import SYSTEM_PROMPT
+from governance.models import Channel
 from reviews.models import Output
-from training_app.models import Channel, ChannelTry
-from training_app.tasks import answer_channel_try
+from serving.models import ChannelTry
+from serving.tasks import answer_channel_try
 
 from ..training_app import conftest as training_fixtures
 from ..training_app.test_governance_end_to_end import live_version
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def model_server(settings):
-    from training_app.serving.server import make_server
+    from serving.server import make_server
 
     server = make_server("127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -7,7 +7,7 @@
 import pytest
 from playwright.sync_api import expect
 
-from training_app.models import Channel, Deployment
+from governance.models import Channel, Deployment
 
 from ..reliability.conftest import training_folders, world  # noqa: F401  (fixtures)
 from ..ui.conftest import releases  # noqa: F401  (fixture)

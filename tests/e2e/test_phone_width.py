@@ -8,8 +8,8 @@ tables scroll inside their own box, long hashes and ids wrap, the nav wraps."""
 import pytest
 from django.contrib.auth.models import Group
 
+from governance.services import channel_deploy
 from reviews.services import queue_claim_next, review_submit
-from training_app.services import channel_deploy
 
 from ..reliability.conftest import training_folders, world  # noqa: F401  (fixtures)
 from ..training_app.governance_helpers import finish_evaluations

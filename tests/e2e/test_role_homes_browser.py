@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from training_app.services import signoff_decide, signoff_request_create
+from governance.services import signoff_decide, signoff_request_create
 
 from ..training_app import conftest as training_fixtures
 from ..training_app.governance_helpers import finish_evaluations, make_channel, make_version

@@ -34,15 +34,15 @@ from playwright.sync_api import expect
 from config.dramatiq import WORKERS, EmbeddedRedis, free_port
 from datasets_app.models import DatasetVersion
 from datasets_app.services import dataset_version_build
-from reviews.management.commands.seed_demo import demo_password
+from demo.management.commands.seed_demo import demo_password
+from governance.models import Channel
+from governance.services import channel_deploy, signoff_decide, signoff_request_create
 from reviews.models import Output, Review
-from training_app.models import Channel, ChannelTry, Evaluation, ModelVersion, TrainingRun
+from serving.models import ChannelTry
+from training_app.models import Evaluation, ModelVersion, TrainingRun
 from training_app.services import (
     base_model_register,
-    channel_deploy,
     evaluation_execute,
-    signoff_decide,
-    signoff_request_create,
     training_run_create,
     training_run_execute,
 )

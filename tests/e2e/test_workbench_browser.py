@@ -8,8 +8,8 @@ from django.conf import settings
 from django.test import Client
 from playwright.sync_api import expect
 
-from reviews.demo_data import SYSTEM_PROMPT
-from reviews.management.commands.seed_demo import GUIDELINES
+from demo.data import SYSTEM_PROMPT
+from demo.management.commands.seed_demo import GUIDELINES
 from reviews.models import Lease, Output, Review
 from reviews.services import guidelines_publish
 

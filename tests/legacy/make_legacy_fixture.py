@@ -122,10 +122,28 @@ def tell_the_story(scratch: Path, *, webhook_url: str) -> dict[str, Any]:
     from django.contrib.auth.models import Group
     from django.core.management import call_command
 
+    from core.audit import audit_verify
     from datasets_app.services import dataset_version_build
+    from governance.models import SignoffRequest
+    from governance.services import (
+        channel_deploy,
+        channel_rollback,
+        channel_save,
+        signoff_decide,
+        signoff_request_create,
+    )
+    from monitoring.services.drift import (
+        channel_monitoring_save,
+        drift_alert_acknowledge,
+        drift_check,
+    )
+    from monitoring.services.webhooks import (
+        webhook_deliver,
+        webhook_deliveries_due,
+        webhook_save,
+    )
     from reviews.models import Output, RoutingRule
     from reviews.services import (
-        audit_verify,
         escalation_queue,
         guidelines_publish,
         output_mark_gold,
@@ -134,27 +152,7 @@ def tell_the_story(scratch: Path, *, webhook_url: str) -> dict[str, Any]:
         review_undo,
         routing_rule_save,
     )
-    from training_app.models import SignoffRequest
-    from training_app.services import (
-        base_model_register,
-        channel_deploy,
-        channel_rollback,
-        channel_save,
-        signoff_decide,
-        signoff_request_create,
-        training_run_cancel,
-        training_run_create,
-    )
-    from training_app.services.monitoring import (
-        channel_monitoring_save,
-        drift_alert_acknowledge,
-        drift_check,
-    )
-    from training_app.services.webhooks import (
-        webhook_deliver,
-        webhook_deliveries_due,
-        webhook_save,
-    )
+    from training_app.services import base_model_register, training_run_cancel, training_run_create
 
     call_command("bootstrap_roles", verbosity=0)
     User = get_user_model()

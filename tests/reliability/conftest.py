@@ -11,10 +11,11 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from datasets_app.models import DatasetVersion, DatasetVersionExample, Example
+from governance.services.signoff import signoff_request_create
+from monitoring.models import DriftAlert
 from reviews.models import Lease, Output, Queue, Review, RoutingRule
 from reviews.services import queue_claim_next, review_submit
-from training_app.models import BaseModel, DriftAlert, ModelVersion
-from training_app.services.signoff import signoff_request_create
+from training_app.models import BaseModel, ModelVersion
 
 from ..factories import OutputFactory, QueueFactory
 from ..training_app.governance_helpers import make_channel, make_version

@@ -10,7 +10,7 @@ import pytest
 
 from training_app.errors import ArtifactTampered, UnsafeBaseModel
 from training_app.services.base_models import base_model_register
-from training_app.services.deployments import artifact_verify
+from training_app.services.versions import artifact_verify
 from training_app.training.base_model import UnsafeModelFolder, check_folder
 
 

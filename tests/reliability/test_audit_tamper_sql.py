@@ -15,9 +15,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import DataError, IntegrityError, connection, transaction
 
-from reviews.models import AuditEvent
-from reviews.services import audit_append
-from reviews.services.audit import event_hash
+from core.audit import audit_append
+from core.audit.chain import event_hash
+from core.models import AuditEvent
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("audit_guard_lifted")]
 

@@ -7,7 +7,8 @@ import psycopg
 import pytest
 from django.db import OperationalError, connection
 
-from reviews.models import AuditEvent, Lease, Output
+from core.models import AuditEvent
+from reviews.models import Lease, Output
 
 from ..factories import OutputFactory, QueueFactory, output_payload
 

@@ -15,9 +15,11 @@ from hypothesis.errors import Unsatisfiable
 from rest_framework.test import APIClient
 from schemathesis import GenerationMode
 
+from core.models import AuditEvent
 from datasets_app.models import DatasetVersion
-from reviews.models import AuditEvent, Lease, Output, Queue, Review, RoutingRule
-from training_app.models import Channel, ModelVersion, SignoffRequest, TrainingRun
+from governance.models import Channel, SignoffRequest
+from reviews.models import Lease, Output, Queue, Review, RoutingRule
+from training_app.models import ModelVersion, TrainingRun
 
 EXAMPLES = {GenerationMode.POSITIVE: 6, GenerationMode.NEGATIVE: 6}
 # Written on success only; a 4xx that changed any of these is a partial write.

@@ -24,18 +24,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from core.errors import ApplicationError
+from core.models import AuditEvent
 from datasets_app import pipeline
 from datasets_app.errors import InvalidDatasetRequest
 from datasets_app.services import BuildSettings, manifest_hash
-from reviews.models import (
-    AuditEvent,
-    GuidelineVersion,
-    Output,
-    OutputTag,
-    Queue,
-    Review,
-    RoutingRule,
-)
+from reviews.models import GuidelineVersion, Output, OutputTag, Queue, Review, RoutingRule
 from reviews.services import outputs_ingest, queue_claim_next, review_submit, routing_rule_save
 
 from ..factories import OutputFactory, QueueFactory, output_payload

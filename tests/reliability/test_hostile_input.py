@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from reviews.models import AuditEvent, Output, Queue, Review, RoutingRule
+from core.models import AuditEvent
+from reviews.models import Output, Queue, Review, RoutingRule
 
 from ..factories import OutputFactory, QueueFactory, output_payload
 

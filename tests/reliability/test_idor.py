@@ -21,18 +21,13 @@ from django.db import models
 from django.test import Client
 from django.urls import reverse
 
+from core.models import AuditEvent
 from datasets_app.models import DatasetVersion
-from reviews.models import AuditEvent, Lease, Output, Queue, Review, RoutingRule
-from training_app.models import (
-    Approval,
-    Channel,
-    DriftAlert,
-    ModelVersion,
-    SignoffRequest,
-    TrainingRun,
-    Webhook,
-)
-from training_app.services import signoff_request_create
+from governance.models import Approval, Channel, SignoffRequest
+from governance.services import signoff_request_create
+from monitoring.models import DriftAlert, Webhook
+from reviews.models import Lease, Output, Queue, Review, RoutingRule
+from training_app.models import ModelVersion, TrainingRun
 
 from ..factories import output_payload
 from ..training_app.governance_helpers import finish_evaluations, make_version
@@ -456,7 +451,7 @@ def _approve_by_page(person, request, version):
 
 def _approve_by_admin_approval(person, request, version):
     return page_client(person).post(
-        "/admin/training_app/approval/add/",
+        "/admin/governance/approval/add/",
         {"request": request.pk, "approver": person.pk, "decision": "approve", "comment": "ok"},
     )
 
@@ -469,7 +464,7 @@ def _approve_by_admin_version(person, request, version):
 
 def _approve_by_admin_request(person, request, version):
     return page_client(person).post(
-        f"/admin/training_app/signoffrequest/{request.pk}/change/", {"status": "approved"}
+        f"/admin/governance/signoffrequest/{request.pk}/change/", {"status": "approved"}
     )
 
 

@@ -8,7 +8,8 @@ import pytest
 from django.db import connection, transaction
 from django.utils import timezone
 
-from reviews.models import AuditEvent, Lease, Output, Review
+from core.models import AuditEvent
+from reviews.models import Lease, Output, Review
 from reviews.services import queue_claim_next
 
 from ..factories import OutputFactory, QueueFactory

@@ -111,7 +111,7 @@ def _channel_answer(world, who):
 def _channel_try(world, who):
     """A question the caller asked where the caller may ask (others' are not found), else
     someone else's: the role is refused before the question is looked up."""
-    from training_app.models import ChannelTry
+    from serving.models import ChannelTry
 
     asker = world.people[who] if who in CHANNEL_CALLERS else world.people[ML]
     job = ChannelTry.objects.create(

@@ -25,7 +25,7 @@ import pytest
 from django.db import connection
 
 from config.dramatiq import WORKERS, EmbeddedRedis
-from reviews.models import AuditEvent
+from core.models import AuditEvent
 from tests.brokers import training_actors_on
 from tests.training_app.conftest import (  # noqa: F401  (fixtures)
     make_dataset_version,

@@ -3,7 +3,8 @@ import json
 import pytest
 from rest_framework.authtoken.models import Token
 
-from reviews.models import AuditEvent, Output, Review
+from core.models import AuditEvent
+from reviews.models import Output, Review
 from reviews.services import escalation_queue, queue_claim_next, review_submit
 
 from ..factories import OutputFactory, QueueFactory, output_payload

@@ -4,9 +4,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
-from reviews.errors import AuditChainBroken
-from reviews.models import AuditEvent, AuditHead
-from reviews.services import audit_append, audit_verify
+from core.audit import audit_append, audit_verify
+from core.errors import AuditChainBroken
+from core.models import AuditEvent, AuditHead
 
 pytestmark = pytest.mark.django_db
 
@@ -94,11 +94,11 @@ def test_the_admin_offers_no_way_to_change_events(chain, personas, client):
     admin.is_staff = admin.is_superuser = True
     admin.save()
     client.force_login(admin)
-    url = f"/admin/reviews/auditevent/{chain[0].pk}/change/"
+    url = f"/admin/core/auditevent/{chain[0].pk}/change/"
     page = client.get(url)
     assert page.status_code == 200
     assert b'name="_save"' not in page.content
     client.post(url, {"action": "edited"})
-    assert client.post(f"/admin/reviews/auditevent/{chain[0].pk}/delete/").status_code == 403
+    assert client.post(f"/admin/core/auditevent/{chain[0].pk}/delete/").status_code == 403
     assert AuditEvent.objects.count() == 5
     assert audit_verify() == 5

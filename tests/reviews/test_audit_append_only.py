@@ -16,8 +16,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, connections, transaction
 
-from reviews.models import AuditEvent, AuditHead
-from reviews.services import audit_append, audit_verify
+from core.audit import audit_append, audit_verify
+from core.models import AuditEvent, AuditHead
 
 from ..audit_guard import run_deferred_checks
 

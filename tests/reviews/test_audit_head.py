@@ -13,9 +13,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
-from reviews.models import AuditEvent, AuditHead
-from reviews.services import audit_append, audit_verified_head, audit_verify_against_head
-from reviews.services.audit import event_hash
+from core.audit import audit_append, audit_verified_head, audit_verify_against_head
+from core.audit.chain import event_hash
+from core.models import AuditEvent, AuditHead
 
 pytestmark = pytest.mark.django_db
 

@@ -8,10 +8,12 @@ import uuid
 import pytest
 from django.db import connection, connections
 
+from core.audit import audit_verify
+from core.models import AuditEvent
 from reviews.errors import IngestInvalid
-from reviews.models import AuditEvent, Output, OutputTag, RoutingRule
-from reviews.services import audit_verify, outputs_ingest, routing_rule_save
+from reviews.models import Output, OutputTag, RoutingRule
 from reviews.services import ingest as ingest_module
+from reviews.services import outputs_ingest, routing_rule_save
 from reviews.services.routing import sample_point
 
 from ..factories import QueueFactory, output_payload

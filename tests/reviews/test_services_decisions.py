@@ -1,8 +1,9 @@
 import pytest
 
 from core.errors import ValidationFailed
+from core.models import AuditEvent
 from reviews.errors import AlreadyResolved
-from reviews.models import AuditEvent, Output, Review
+from reviews.models import Output, Review
 from reviews.selectors import cohens_kappa, queue_agreement
 from reviews.services import escalation_queue, guidelines_publish, queue_claim_next, review_submit
 

@@ -1,7 +1,8 @@
 import pytest
 
+from core.models import AuditEvent
 from reviews.errors import IngestInvalid
-from reviews.models import AuditEvent, Output, OutputTag, RoutingRule
+from reviews.models import Output, OutputTag, RoutingRule
 from reviews.services import outputs_ingest, routing_rule_save
 from reviews.services.routing import sample_point
 

@@ -2,7 +2,8 @@ import pytest
 from django.utils import timezone
 
 from core.errors import Conflict, PermissionRefused
-from reviews.models import AuditEvent, Output, OutputLock
+from core.models import AuditEvent
+from reviews.models import Output, OutputLock
 from reviews.services import escalation_queue, queue_claim_next, review_submit, review_undo
 
 from ..factories import OutputFactory, QueueFactory

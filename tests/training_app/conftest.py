@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from reviews.demo_data import demo_outputs
+from demo.data import demo_outputs
 from training_app.training.data import write_jsonl
 
 REAL_MODEL = Path(__file__).resolve().parents[2] / "var" / "models" / "smollm2-135m-instruct"

@@ -3,8 +3,10 @@
 import json
 from pathlib import Path
 
-from training_app.models import Channel, Evaluation, ModelVersion
-from training_app.services import channel_save, training_run_create
+from governance.models import Channel
+from governance.services import channel_save
+from training_app.models import Evaluation, ModelVersion
+from training_app.services import training_run_create
 from training_app.services.versions import model_version_store_adapter
 
 

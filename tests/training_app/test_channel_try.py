@@ -11,11 +11,12 @@ import pytest
 from django_dramatiq.middleware import DbConnectionsMiddleware
 
 from datasets_app.selectors import dataset_version_system_prompt
+from governance.services import channel_deploy, signoff_decide, signoff_request_create
 from reviews.models import Output
-from training_app.models import BaseModel, ChannelTry
-from training_app.services import channel_deploy, signoff_decide, signoff_request_create
-from training_app.services.channel_try import channel_try_create
-from training_app.tasks import answer_channel_try
+from serving.models import ChannelTry
+from serving.services.channel_try import channel_try_create
+from serving.tasks import answer_channel_try
+from training_app.models import BaseModel
 
 from ..reliability.conftest import make_dataset
 from .governance_helpers import make_channel, make_version

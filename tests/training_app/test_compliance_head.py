@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 from django.core.management import CommandError, call_command
 
-from reviews.models import AuditEvent
+from core.models import AuditEvent
 from tests.reviews.test_audit_head import forge_rewrite
 
 from .governance_helpers import make_version

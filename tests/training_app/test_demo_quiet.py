@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from training_app.management.commands.run_demo import Command
+from demo.management.commands.run_demo import Command
 
 ROOT = Path(__file__).resolve().parents[2]
 

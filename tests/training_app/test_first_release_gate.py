@@ -4,8 +4,8 @@ channel's regression set, with the same tolerances as against a live version."""
 
 import pytest
 
+from governance.services import signoff_gate, signoff_request_create
 from training_app.models import Evaluation, ModelVersion
-from training_app.services import signoff_gate, signoff_request_create
 
 from .governance_helpers import make_channel, make_version
 

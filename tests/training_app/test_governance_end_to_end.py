@@ -12,19 +12,13 @@ from pathlib import Path
 import pytest
 
 from datasets_app.services import dataset_version_build
-from reviews.demo_data import SYSTEM_PROMPT, demo_outputs
+from demo.data import SYSTEM_PROMPT, demo_outputs
+from governance.compliance import SECTIONS
+from governance.services import channel_deploy, signoff_decide, signoff_request_create
 from reviews.models import Output, Queue
 from reviews.services import outputs_ingest, queue_claim_next, queue_save, review_submit
-from training_app.compliance import SECTIONS
 from training_app.models import Evaluation, ModelVersion
-from training_app.services import (
-    channel_deploy,
-    evaluation_execute,
-    signoff_decide,
-    signoff_request_create,
-    training_run_create,
-    training_run_execute,
-)
+from training_app.services import evaluation_execute, training_run_create, training_run_execute
 
 from ..waiting import REQUEST_SECONDS
 from .governance_helpers import make_channel, make_version
@@ -154,7 +148,7 @@ def test_the_compliance_report_of_a_version_built_from_reviewed_outputs(
 
 @pytest.fixture
 def model_server(settings):
-    from training_app.serving.server import make_server
+    from serving.server import make_server
 
     server = make_server("127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -197,7 +191,7 @@ def test_generate_answers_with_the_live_version_and_routes_the_answer(
     api, personas, make_dataset_version, tiny_base_model, tiny_model_dir, training_dirs,
     tmp_path, model_server,
 ):  # fmt: skip
-    from training_app.serving.client import call
+    from serving.client import call
 
     version, channel = live_version(personas, make_dataset_version, tmp_path, tiny_model_dir)
     client = api(personas["ml_engineer"])
@@ -242,7 +236,7 @@ def test_the_model_server_answers_only_whoever_shows_the_web_process_secret(mode
     import urllib.error
     import urllib.request
 
-    from training_app.serving.client import ServerRefused, call
+    from serving.client import ServerRefused, call
 
     body = {"version_id": "00000000-0000-0000-0000-000000000000", "messages": []}
     bare = urllib.request.Request(
@@ -283,8 +277,8 @@ def test_the_web_process_never_imports_torch():
         "import os, sys; os.environ['DJANGO_SETTINGS_MODULE'] = 'config.settings.test'\n"
         "import django; django.setup()\n"
         "from django.urls import get_resolver; get_resolver().url_patterns\n"
-        "import config.wsgi, training_app.api.governance, training_app.governance_views\n"
-        "import training_app.compliance, training_app.services.serving, reviews.api.audit_export\n"
+        "import config.wsgi, governance.api.views, governance.views\n"
+        "import governance.compliance, serving.services.generate, core.api.audit_export\n"
         "print('torch' in sys.modules)"
     )
     root = Path(__file__).resolve().parents[2]

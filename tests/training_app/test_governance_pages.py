@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from reviews.models import AuditEvent
-from training_app.models import Approval, Deployment
-from training_app.services import channel_deploy, signoff_decide, signoff_request_create
+from core.models import AuditEvent
+from governance.models import Approval, Deployment
+from governance.services import channel_deploy, signoff_decide, signoff_request_create
 
 from .governance_helpers import finish_evaluations, make_channel, make_version
 

@@ -4,8 +4,9 @@ person reads, stop polling when it is over, and then link to the next step (issu
 import pytest
 from django.utils import timezone
 
+from governance.services import signoff_decide, signoff_request_create
 from training_app.models import Evaluation, ModelVersion, TrainingRun
-from training_app.services import signoff_decide, signoff_request_create, training_run_create
+from training_app.services import training_run_create
 from training_app.templatetags.human_time import duration
 
 from .governance_helpers import finish_evaluations, make_channel, make_version

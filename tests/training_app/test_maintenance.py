@@ -7,10 +7,11 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from monitoring.models import WebhookDelivery
+from monitoring.services.webhooks import webhook_save
 from training_app import tasks
-from training_app.models import Evaluation, TrainingRun, WebhookDelivery
+from training_app.models import Evaluation, TrainingRun
 from training_app.services import training_run_create
-from training_app.services.webhooks import webhook_save
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_it_sends_again_the_jobs_whose_broker_message_was_lost(
 def tries(make_user, make_dataset_version, tiny_base_model, training_dirs):
     """tries(status, queued_for=..., running_for=...): a "Try it" job on a channel, made
     directly (the page and the worker have their own tests)."""
-    from training_app.models import ChannelTry
+    from serving.models import ChannelTry
 
     from .governance_helpers import make_channel
 
@@ -125,8 +126,8 @@ def tries(make_user, make_dataset_version, tiny_base_model, training_dirs):
 def test_it_sends_again_try_jobs_whose_message_was_lost_or_whose_worker_died(
     tries, sent, capsys, django_capture_on_commit_callbacks
 ):
-    from reviews.models import AuditEvent
-    from training_app.services.channel_try import channel_try_execute, try_timeout_seconds
+    from core.models import AuditEvent
+    from serving.services.channel_try import channel_try_execute, try_timeout_seconds
 
     timeout = timedelta(seconds=try_timeout_seconds())
     lost = tries("queued", sent_ago=timedelta(minutes=2))

@@ -11,11 +11,11 @@ from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from reviews.models import AuditEvent, Output
-from reviews.services import audit_verify, outputs_ingest
-from tests.factories import OutputFactory
-from training_app.models import Channel, DriftAlert
-from training_app.monitoring import (
+from core.audit import audit_verify
+from core.models import AuditEvent
+from governance.models import Channel
+from monitoring.models import DriftAlert
+from monitoring.selectors import (
     bucket_counts,
     counts_between,
     drift_status,
@@ -23,7 +23,10 @@ from training_app.monitoring import (
     version_figures,
     wilson_interval,
 )
-from training_app.services.monitoring import channel_monitoring_save, drift_check
+from monitoring.services.drift import channel_monitoring_save, drift_check
+from reviews.models import Output
+from reviews.services import outputs_ingest
+from tests.factories import OutputFactory
 
 from .governance_helpers import make_channel, make_version
 

@@ -6,17 +6,20 @@ from datetime import timedelta
 
 import pytest
 
+from core.models import AuditEvent
 from datasets_app.models import DatasetVersionExample
 from datasets_app.services import dataset_version_build
-from reviews.models import AuditEvent, Review
-from tests.factories import OutputFactory, QueueFactory
-from training_app.models import Channel, DriftAlert, ModelVersion
-from training_app.services.monitoring import (
+from governance.models import Channel
+from monitoring.models import DriftAlert
+from monitoring.services.drift import (
     channel_monitoring_save,
     drift_check,
     retraining_plan,
     retraining_start,
 )
+from reviews.models import Review
+from tests.factories import OutputFactory, QueueFactory
+from training_app.models import ModelVersion
 
 from .governance_helpers import make_channel, make_version
 

@@ -9,8 +9,8 @@ from django.db import transaction
 from django.template import Context, Template
 from django.utils import timezone
 
-from reviews.models import AuditEvent
-from reviews.services import audit_append
+from core.audit import audit_append
+from core.models import AuditEvent
 
 from .governance_helpers import make_version
 

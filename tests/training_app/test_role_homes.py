@@ -5,7 +5,7 @@ runs and datasets; reviewers keep their queues (issue 18)."""
 import pytest
 from django.urls import reverse
 
-from training_app.services import signoff_decide, signoff_request_create
+from governance.services import signoff_decide, signoff_request_create
 
 from .governance_helpers import finish_evaluations, make_channel, make_version
 from .live_helpers import register_fake_base_model

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from reviews.services import audit_verify
+from core.audit import audit_verify
 from tests.brokers import training_actors_on
 from training_app.errors import InvalidTrainingRequest, TrainingForbidden, TransitionRefused
 from training_app.models import Evaluation, ModelVersion, TrainingRun
@@ -317,7 +317,7 @@ def redis_broker(tmp_path):
 
 
 def resend_events(run) -> list:
-    from reviews.models import AuditEvent
+    from core.models import AuditEvent
 
     return list(
         AuditEvent.objects.filter(

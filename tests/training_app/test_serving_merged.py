@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from training_app.serving.client import call
-from training_app.serving.server import ModelCache, make_server
+from serving.client import call
+from serving.server import ModelCache, make_server
 
 from ..waiting import REQUEST_SECONDS
 from .governance_helpers import make_version

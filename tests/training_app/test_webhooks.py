@@ -11,21 +11,22 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 from django.utils import timezone
 
-from reviews.models import AuditEvent
-from training_app import tasks
-from training_app.models import Channel, WebhookDelivery
-from training_app.services import (
+from core.models import AuditEvent
+from governance.models import Channel
+from governance.services import (
     channel_deploy,
     channel_rollback,
     signoff_decide,
     signoff_request_create,
 )
-from training_app.services.webhooks import (
+from monitoring.models import WebhookDelivery
+from monitoring.services.webhooks import (
     backoff_seconds,
     webhook_deliver,
     webhook_save,
     webhook_signature_valid,
 )
+from training_app import tasks
 
 from .governance_helpers import finish_evaluations, make_channel, make_version
 
@@ -177,7 +178,7 @@ def test_it_retries_with_backoff_then_delivers(
         "WEBHOOK_BACKOFF_SECONDS": 30,
         "WEBHOOK_MAX_ATTEMPTS": 5,
     }
-    from training_app.services.webhooks import webhook_event_emit
+    from monitoring.services.webhooks import webhook_event_emit
 
     with Receiver(failures=2) as receiver:
         webhook_save(
@@ -224,7 +225,7 @@ def test_it_gives_up_after_the_last_attempt(personas, sent, settings):
     settings.SIGNOFF_MONITORING = {**settings.SIGNOFF_MONITORING, "WEBHOOK_MAX_ATTEMPTS": 2}
     from django.db import transaction
 
-    from training_app.services.webhooks import webhook_event_emit
+    from monitoring.services.webhooks import webhook_event_emit
 
     # Nothing listens on port 9 of 127.0.0.1: the connection is refused.
     webhook_save(

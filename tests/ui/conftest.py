@@ -3,8 +3,9 @@ stand-in adapters, channels; no torch), plus released versions on a channel."""
 
 import pytest
 
-from training_app.models import ModelVersion, SignoffRequest
-from training_app.services import channel_deploy
+from governance.models import SignoffRequest
+from governance.services import channel_deploy
+from training_app.models import ModelVersion
 
 from ..reliability.conftest import training_folders, world  # noqa: F401  (fixtures)
 from ..training_app.governance_helpers import make_version

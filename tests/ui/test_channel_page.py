@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from training_app.services import channel_rollback
+from governance.services import channel_rollback
 
 from .conftest import deploy
 

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from ..models import Evaluation, ModelVersion, TrainingRun
+from training_app.models import Evaluation, ModelVersion, TrainingRun
 
 
 class TrainingRunCreateInput(serializers.Serializer):

@@ -8,22 +8,21 @@ from rest_framework.views import APIView
 
 from core.api.permissions import allowed
 from datasets_app.models import DatasetVersion
-
-from ..errors import InvalidTrainingRequest
-from ..models import BaseModel, Evaluation, ModelVersion
-from ..selectors import (
-    model_version_get,
-    model_versions_list,
-    training_run_get,
-    training_runs_list,
-)
-from ..services import training_run_cancel, training_run_create
-from .serializers import (
+from training_app.api.serializers import (
     ModelVersionDetailOutput,
     ModelVersionOutput,
     TrainingRunCreateInput,
     TrainingRunOutput,
 )
+from training_app.errors import InvalidTrainingRequest
+from training_app.models import BaseModel, Evaluation, ModelVersion
+from training_app.selectors import (
+    model_version_get,
+    model_versions_list,
+    training_run_get,
+    training_runs_list,
+)
+from training_app.services import training_run_cancel, training_run_create
 
 
 def _lookup(model, field: str, **query):

@@ -7,11 +7,10 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from reviews.services import audit_append
-
-from ..errors import InvalidTrainingRequest, UnsafeBaseModel
-from ..models import BaseModel
-from ..training.base_model import UnsafeModelFolder, check_folder, fingerprint
+from core.audit import audit_append
+from training_app.errors import InvalidTrainingRequest, UnsafeBaseModel
+from training_app.models import BaseModel
+from training_app.training.base_model import UnsafeModelFolder, check_folder, fingerprint
 
 # Per process: folder -> the stat signature of its weight files when their hashes last matched
 # the registry. A warm worker then skips re-reading hundreds of MB before each run, while any

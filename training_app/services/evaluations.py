@@ -5,6 +5,7 @@ sweep takes back an evaluation whose worker died and fails it after MAX_ATTEMPTS
 again the message of a queued one that the broker lost."""
 
 import logging
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from config.dramatiq import send_after_commit
+from core.audit import audit_append
 from core.lifecycle import transition
-from datasets_app.selectors import dataset_version_rows, dataset_version_system_prompt
-from reviews.services import audit_append
-
-from ..errors import TransitionRefused
-from ..models import Evaluation, ModelVersion
-from .leases import LeaseHeartbeat, lost_messages_resend
-from .versions import model_version_loadable_adapter, model_version_transition
+from datasets_app.selectors import dataset_version_rows
+from training_app.errors import TransitionRefused
+from training_app.models import Evaluation, ModelVersion
+from training_app.services.leases import LeaseHeartbeat, lost_messages_resend
+from training_app.services.versions import model_version_loadable_adapter, model_version_transition
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def evaluation_request(
 
 def _enqueue_evaluation(evaluation_id: Any) -> str:
     """Send after commit and record the message id in the caller's transaction."""
-    from ..tasks import evaluate_model_version
+    from training_app.tasks import evaluate_model_version
 
     message = send_after_commit(evaluate_model_version, str(evaluation_id))
     Evaluation.objects.filter(pk=evaluation_id).update(
@@ -104,26 +104,21 @@ def _enqueue_evaluation(evaluation_id: Any) -> str:
     return message.message_id
 
 
-def _evaluation_rows(evaluation: Evaluation) -> Any:
-    if evaluation.split == "regression":
-        from ..models import RegressionCase
+# Where the rows of a split that is not the dataset's own come from, by split name. Governance
+# registers "regression" (a channel's regression set) in its AppConfig.ready(): evaluations
+# are training's, the sets they are run on may belong to a higher app.
+RowsSource = Callable[[Evaluation], Iterable[dict[str, Any]]]
+_ROWS_SOURCES: dict[str, RowsSource] = {}
 
-        # Asked as the version was trained, as generate asks it (serving's training-time
-        # system prompt); the reference model gets the same messages.
-        system = dataset_version_system_prompt(version_id=evaluation.dataset_version_id)
-        opening = [{"role": "system", "content": system}] if system else []
-        return (
-            {
-                "example_id": f"regression-{case.pk}",
-                "messages": [
-                    *opening,
-                    {"role": "user", "content": case.prompt},
-                    {"role": "assistant", "content": case.reference},
-                ],
-                "weight": 1.0,
-            }
-            for case in RegressionCase.objects.filter(channel_id=evaluation.channel_id)
-        )
+
+def evaluation_rows_source(*, split: str, rows: RowsSource) -> None:
+    _ROWS_SOURCES[split] = rows
+
+
+def _evaluation_rows(evaluation: Evaluation) -> Any:
+    source = _ROWS_SOURCES.get(evaluation.split)
+    if source is not None:
+        return source(evaluation)
     return dataset_version_rows(version=evaluation.dataset_version, split=evaluation.split)
 
 
@@ -184,9 +179,9 @@ def evaluation_execute(*, evaluation_id: Any, owner: str) -> Evaluation | None:
 
 
 def _evaluation_run(evaluation: Evaluation, owner: str) -> Evaluation | None:
-    from ..training.data import write_jsonl
-    from ..training.evaluate import EvaluationArguments
-    from ..training.evaluate import run as run_evaluation
+    from training_app.training.data import write_jsonl
+    from training_app.training.evaluate import EvaluationArguments
+    from training_app.training.evaluate import run as run_evaluation
 
     version = evaluation.version
     work = Path(settings.SIGNOFF_TRAINING["RUNS_DIR"]) / "evaluations" / str(evaluation.pk)
@@ -326,7 +321,7 @@ def evaluations_sweep(*, now: Any = None) -> dict[str, list[str]]:
                 done["requeued"].append(str(pk))
             else:
                 done["failed"].append(str(pk))
-    from ..tasks import evaluate_model_version
+    from training_app.tasks import evaluate_model_version
 
     done["resent"] = lost_messages_resend(
         model=Evaluation,

@@ -14,10 +14,9 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from config.dramatiq import broker_message_ids
-from reviews.services import audit_append
-
-from ..models import TrainingRun
-from .runs import _conf
+from core.audit import audit_append
+from training_app.models import TrainingRun
+from training_app.services.runs import _conf
 
 logger = logging.getLogger(__name__)
 

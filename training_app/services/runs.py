@@ -19,17 +19,21 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from config.dramatiq import send_after_commit
+from core.audit import audit_append
 from core.lifecycle import transition
 from core.permissions import can
 from datasets_app.models import DatasetVersion
-from reviews.services import audit_append
-
-from ..errors import InvalidTrainingRequest, LeaseLost, TrainingForbidden, TransitionRefused
-from ..models import BaseModel, ModelVersion, TrainingRun
-from ..training.hyperparameters import HyperparameterError
-from ..training.hyperparameters import validate as validate_hyperparameters
-from .base_models import base_model_default
-from .versions import model_version_transition
+from training_app.errors import (
+    InvalidTrainingRequest,
+    LeaseLost,
+    TrainingForbidden,
+    TransitionRefused,
+)
+from training_app.models import BaseModel, ModelVersion, TrainingRun
+from training_app.services.base_models import base_model_default
+from training_app.services.versions import model_version_transition
+from training_app.training.hyperparameters import HyperparameterError
+from training_app.training.hyperparameters import validate as validate_hyperparameters
 
 # A parent must have trained successfully and not have been turned down.
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -226,7 +230,7 @@ def training_run_create(
 def _enqueue_training(run_id: Any) -> str:
     """Send the run's message once the caller's transaction commits, and record its id on the
     row in that transaction, so the sweep can tell a lost message from one still waiting."""
-    from ..tasks import train_model_version
+    from training_app.tasks import train_model_version
 
     message = send_after_commit(train_model_version, str(run_id))
     TrainingRun.objects.filter(pk=run_id).update(

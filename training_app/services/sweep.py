@@ -7,9 +7,9 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from ..models import TrainingRun
-from .leases import lost_messages_resend
-from .runs import _conf, _end_run, _enqueue_training, _run_transition
+from training_app.models import TrainingRun
+from training_app.services.leases import lost_messages_resend
+from training_app.services.runs import _conf, _end_run, _enqueue_training, _run_transition
 
 
 def training_runs_sweep(*, now: Any = None) -> dict[str, list[str]]:
@@ -66,7 +66,7 @@ def training_runs_sweep(*, now: Any = None) -> dict[str, list[str]]:
                 )
                 _enqueue_training(run.pk)
                 done["requeued"].append(str(run.pk))
-    from ..tasks import train_model_version
+    from training_app.tasks import train_model_version
 
     done["resent"] = lost_messages_resend(
         model=TrainingRun,

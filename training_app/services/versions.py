@@ -10,12 +10,11 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from core.audit import audit_append
 from core.lifecycle import transition
-from reviews.services import audit_append
-
-from ..errors import TransitionRefused
-from ..models import ModelVersion
-from ..training.base_model import sha256_file
+from training_app.errors import ArtifactTampered, TransitionRefused
+from training_app.models import ModelVersion
+from training_app.training.base_model import PICKLED_SUFFIXES, sha256_file
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -96,3 +95,28 @@ def model_version_loadable_adapter(*, version: ModelVersion, into: Path) -> Path
     config["base_model_name_or_path"] = version.base_model.folder
     (into / "adapter_config.json").write_text(json.dumps(config))
     return into
+
+
+def artifact_verify(*, version: ModelVersion) -> str:
+    """Hash the adapter files on disk; return the manifest digest, or raise ArtifactTampered."""
+    folder = Path(version.artifact_dir) if version.artifact_dir else None
+    if folder is None or not folder.is_dir() or not version.manifest:
+        raise ArtifactTampered(f"{version.name} has no stored adapter to verify.")
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLED_SUFFIXES)
+    if pickled:
+        raise ArtifactTampered(
+            f"{version.name}'s folder holds pickled files ({', '.join(pickled)}): refused."
+        )
+    found = adapter_manifest(folder)
+    if found != version.manifest:
+        changed = sorted(
+            name
+            for name in set(found) | set(version.manifest)
+            if found.get(name) != version.manifest.get(name)
+        )
+        raise ArtifactTampered(
+            f"The adapter files of {version.name} do not match its SHA-256 manifest "
+            f"({', '.join(changed)}).",
+            extra={"files": changed},
+        )
+    return manifest_digest(version.manifest)

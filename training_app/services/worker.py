@@ -14,21 +14,20 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from core.audit import audit_append
 from core.lifecycle import transition
 from datasets_app.selectors import dataset_version_rows
-from reviews.services import audit_append
-
-from ..errors import LeaseLost, TransitionRefused
-from ..models import ModelVersion, TrainingRun
-from ..training.environment import git_commit, library_versions
-from .base_models import base_model_verify
-from .leases import LeaseHeartbeat
-from .runs import _conf, _end_run, _run_transition
-from .versions import (
+from training_app.errors import LeaseLost, TransitionRefused
+from training_app.models import ModelVersion, TrainingRun
+from training_app.services.base_models import base_model_verify
+from training_app.services.leases import LeaseHeartbeat
+from training_app.services.runs import _conf, _end_run, _run_transition
+from training_app.services.versions import (
     model_version_loadable_adapter,
     model_version_store_adapter,
     model_version_transition,
 )
+from training_app.training.environment import git_commit, library_versions
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ def _make_hooks(
     heartbeat: LeaseHeartbeat,
     on_progress: Callable[[Any], None] | None,
 ):
-    from ..training.trainer import TrainingHooks
+    from training_app.training.trainer import TrainingHooks
 
     params = run.hyperparameters
     checkpoint_every = params.get("checkpoint_every_steps") or 0
@@ -205,7 +204,7 @@ def _make_hooks(
 
 
 def _export_split(run: TrainingRun, split: str, path: Path) -> int:
-    from ..training.data import write_jsonl
+    from training_app.training.data import write_jsonl
 
     return write_jsonl(path, dataset_version_rows(version=run.dataset_version, split=split))
 
@@ -226,8 +225,8 @@ def training_run_execute(
     run = training_run_claim(run_id=run_id, owner=owner)
     if run is None:
         return None
-    from ..training.trainer import TrainingArguments, TrainingCancelled, TrainingFailed
-    from ..training.trainer import run as train
+    from training_app.training.trainer import TrainingArguments, TrainingCancelled, TrainingFailed
+    from training_app.training.trainer import run as train
 
     heartbeat = LeaseHeartbeat(run.pk, owner, _conf("HEARTBEAT_SECONDS"))
     heartbeat.start()
@@ -299,7 +298,7 @@ def _worker_end(run: TrainingRun, owner: str, hooks: Any, to: str, reason: str) 
 def training_run_succeed(
     *, run: TrainingRun, owner: str, result: Any, hooks: Any, evaluate: EvaluateMode
 ) -> TrainingRun:
-    from ..training.environment import device_info
+    from training_app.training.environment import device_info
 
     version = ModelVersion.objects.select_related("base_model").get(run=run)
     # Lease check before the files: a worker that lost the run must not replace the adapter
@@ -360,13 +359,13 @@ def training_run_succeed(
         )
         evaluation = None
         if evaluate != "skip":
-            from .evaluations import evaluation_request
+            from training_app.services.evaluations import evaluation_request
 
             evaluation = evaluation_request(
                 user=None, version=version, enqueue=evaluate == "enqueue"
             )
     if evaluation is not None and evaluate == "inline":
-        from .evaluations import evaluation_execute
+        from training_app.services.evaluations import evaluation_execute
 
         evaluation_execute(evaluation_id=evaluation.pk, owner=owner)
     return run

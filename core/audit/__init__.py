@@ -1,0 +1,17 @@
+"""The hash-chained audit log every app writes to: `from core.audit import audit_append`."""
+
+from core.audit.chain import (
+    audit_append,
+    audit_append_many,
+    audit_verified_head,
+    audit_verify,
+    audit_verify_against_head,
+)
+
+__all__ = [
+    "audit_append",
+    "audit_append_many",
+    "audit_verified_head",
+    "audit_verify",
+    "audit_verify_against_head",
+]
