@@ -229,8 +229,8 @@ EXPECTED = {
     "training_app.TrainingRun",
     "training_app.ModelVersion",
     "training_app.Evaluation",
-    "training_app.SignoffRequest",
-    "training_app.DriftAlert",
+    "governance.SignoffRequest",
+    "monitoring.DriftAlert",
 }
 
 
