@@ -67,7 +67,7 @@ def audit_verify_page(request):
 @permission_required_for_page("audit.read", "The audit log is for auditors and admins.")
 def audit_log(request):
     """The audit log for auditors and admins, with the API's filters and a JSONL export."""
-    events = AuditLogFilter(request.GET, queryset=AuditEvent.objects.order_by("-seq"))
+    events = AuditLogFilter(request.GET, queryset=AuditEvent.objects.order_by("-id"))
     page = Paginator(events.qs if events.is_valid() else AuditEvent.objects.none(), 100)
     return render(
         request,

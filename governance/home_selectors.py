@@ -97,6 +97,8 @@ def audit_chain_state() -> dict[str, Any]:
         "head_seq": head["seq"] if head else 0,
         "head_hash": head["hash"] if head else "",
         "events": AuditEvent.objects.count(),
+        # Events wait up to the sealing lag for their place in the chain (core/audit/sealer.py).
+        "unsealed": AuditEvent.objects.filter(seq__isnull=True).count(),
         "verify_url": _audit_verify_url(),
     }
 

@@ -142,7 +142,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "core.api.pagination.Pagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -240,6 +240,28 @@ SIGNOFF_GOVERNANCE = {
     "PROMPT_MAX_CHARS": 4000,
 }
 
+# Serving backend (issue 20; docs/serving.md): "embedded" is the model server above
+# (`manage.py serve_models`, what `make demo` runs); "openai" is one or more OpenAI-compatible
+# inference engines (vLLM on GPU boxes, llama.cpp's llama-server on CPU boxes). Signoff holds
+# the engines' only API key, and loads each deployed version's adapter into every engine.
+SIGNOFF_SERVING = {
+    "BACKEND": os.environ.get("SIGNOFF_SERVING_BACKEND", "embedded"),
+    # Comma-separated: a deploy reaches every engine; generate spreads requests over them.
+    "ENGINE_URLS": [
+        u.strip() for u in os.environ.get("SIGNOFF_ENGINE_URLS", "").split(",") if u.strip()
+    ],
+    "ENGINE_API_KEY": os.environ.get("SIGNOFF_ENGINE_API_KEY", ""),
+    "ENGINE_FLAVOUR": os.environ.get("SIGNOFF_ENGINE_FLAVOUR", "vllm"),  # vllm | llamacpp
+    # Where Signoff writes the adapters it deploys (storage the engines share), and the same
+    # folder as the engines see it (default: the same path).
+    "ENGINE_ADAPTERS_DIR": Path(
+        os.environ.get("SIGNOFF_ENGINE_ADAPTERS_DIR", VAR_DIR / "engine-adapters")
+    ),
+    "ENGINE_ADAPTERS_PATH": os.environ.get("SIGNOFF_ENGINE_ADAPTERS_PATH", ""),
+    "ENGINE_TIMEOUT_SECONDS": float(os.environ.get("SIGNOFF_ENGINE_TIMEOUT", 120)),
+    "ENGINE_ADMIN_TIMEOUT_SECONDS": float(os.environ.get("SIGNOFF_ENGINE_ADMIN_TIMEOUT", 60)),
+}
+
 SIGNOFF_MONITORING = {
     # Drift: a live version's correction or rejection rate over the last WINDOW_DAYS, with at
     # least MIN_SAMPLES reviewed outputs, above its baseline by more than MARGIN raises an alert.
@@ -266,6 +288,13 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# The audit log (docs/architecture.md, "The audit log at database speed"): decisions insert their
+# events without a lock; `run_maintenance` (and every reader that needs a head) seals them into
+# the hash chain. `verify_audit` fails when an event waits longer than the lag. "inline" makes
+# every appender seal its own events under the chain head's lock, as before (slower).
+AUDIT_SEALING = os.environ.get("SIGNOFF_AUDIT_SEALING", "deferred")
+AUDIT_SEAL_LAG_SECONDS = float(os.environ.get("SIGNOFF_AUDIT_SEAL_LAG_SECONDS", 60))
 
 # Signoff's own knobs.
 SIGNOFF = {

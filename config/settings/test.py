@@ -34,3 +34,8 @@ TEMPLATES[0]["OPTIONS"]["string_if_invalid"] = UNRESOLVED  # noqa: F405
 TEMPLATES[0]["OPTIONS"]["builtins"] = ["config.strict_templates"]  # noqa: F405
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (WhiteNoise warns when it is missing)
+# Most tests read an audit event's `seq` and `hash` right after the change that wrote it: seal
+# in the appender's transaction, as before the sealer. The audit tests (tests/core/
+# test_audit_sealer.py, tests/reviews/test_audit*.py, the tamper tests) switch back to
+# "deferred", the production default, and seal as production does (core/audit/sealer.py).
+AUDIT_SEALING = "inline"

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 from core.api.filters import UtcDateTimeFilter
 from core.api.permissions import allowed
 from core.api.serializers import AuditEventSerializer, AuditVerifySerializer
-from core.audit import audit_verify
+from core.audit import audit_sealing_status, audit_verify
 from core.errors import AuditChainBroken
 from core.models import AuditEvent, AuditHead
 
@@ -29,10 +29,11 @@ class AuditFilter(django_filters.FilterSet):
 
 
 class AuditListApi(generics.ListAPIView):
-    """The audit log, read-only, oldest first (auditors and admins)."""
+    """The audit log, read-only, oldest first (auditors and admins). In id order, which is the
+    chain's order: events still waiting for their seal come last, with `seq` and `hash` null."""
 
     serializer_class = AuditEventSerializer
-    queryset = AuditEvent.objects.order_by("seq")
+    queryset = AuditEvent.objects.order_by("id")
     filterset_class = AuditFilter
     permission_classes = [allowed("audit.read")]
 
@@ -42,11 +43,20 @@ class AuditVerifyApi(APIView):
 
     @extend_schema(responses=AuditVerifySerializer)
     def get(self, request: Request) -> Response:
+        """Seal what is final, then verify the chain; also says how far it is sealed and how
+        long the oldest unsealed event has waited (`sealing_overdue` past
+        AUDIT_SEAL_LAG_SECONDS)."""
         try:
             count = audit_verify()
         except AuditChainBroken as broken:
             return Response(
-                {"ok": False, "events": None, "broken_at": broken.seq, "detail": broken.message}
+                {
+                    "ok": False,
+                    "events": None,
+                    "broken_at": broken.seq,
+                    "detail": broken.message,
+                    **audit_sealing_status().as_dict(),
+                }
             )
         # The head, copied somewhere outside this database (a ticket, a signed e-mail), is what
         # proves later that nobody rewrote the whole tail and the head row together.
@@ -59,5 +69,6 @@ class AuditVerifyApi(APIView):
                 "detail": "chain intact",
                 "head_seq": head["seq"] if head else 0,
                 "head_hash": head["hash"] if head else "",
+                **audit_sealing_status().as_dict(),
             }
         )

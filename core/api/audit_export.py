@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from core.api.audit import AuditFilter
 from core.api.permissions import allowed
+from core.audit import audit_seal
 from core.models import AuditEvent
 
 
@@ -63,6 +64,9 @@ class AuditExportApi(APIView):
 
             field = next(iter(events.errors))
             raise ValidationFailed(f"{field}: {events.errors[field][0]}", field=field)
+        # The export is of the sealed chain (each line with its hashes): seal what is final
+        # first, so that it ends with the events committed before it was asked for.
+        audit_seal()
         answer = StreamingHttpResponse(
             audit_jsonl(events.qs), content_type="application/x-ndjson; charset=utf-8"
         )

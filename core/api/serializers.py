@@ -29,3 +29,13 @@ class AuditVerifySerializer(serializers.Serializer):
     detail = serializers.CharField()
     head_seq = serializers.IntegerField(required=False)
     head_hash = serializers.CharField(required=False)
+    sealed_seq = serializers.IntegerField(help_text="the chain is sealed through this event")
+    unsealed = serializers.IntegerField(help_text="committed events still waiting for their seal")
+    oldest_unsealed_at = serializers.DateTimeField(allow_null=True)
+    seal_lag_seconds = serializers.FloatField(
+        help_text="how long the oldest unsealed event has waited"
+    )
+    seal_lag_limit_seconds = serializers.FloatField(help_text="AUDIT_SEAL_LAG_SECONDS")
+    sealing_overdue = serializers.BooleanField(
+        help_text="events have waited longer than the limit: verify_audit fails"
+    )

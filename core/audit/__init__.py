@@ -6,12 +6,17 @@ from core.audit.chain import (
     audit_verified_head,
     audit_verify,
     audit_verify_against_head,
+    audit_verify_since,
 )
+from core.audit.sealer import audit_seal, audit_sealing_status
 
 __all__ = [
     "audit_append",
     "audit_append_many",
+    "audit_seal",
+    "audit_sealing_status",
     "audit_verified_head",
     "audit_verify",
     "audit_verify_against_head",
+    "audit_verify_since",
 ]

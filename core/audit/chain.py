@@ -1,69 +1,31 @@
-"""The hash-chained audit log: append inside the caller's transaction, verify the whole chain,
-and check it against a head (sequence number and hash) taken earlier."""
+"""The hash-chained audit log: append inside the caller's transaction (unsealed, no lock), seal
+later in id order (core/audit/sealer.py), verify the whole chain or only what came after a head
+(sequence number and hash) taken earlier."""
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from core.audit.hashing import GENESIS_HASH, canonical_json, event_hash
+from core.audit.sealer import (
+    SealingStatus,
+    audit_seal,
+    audit_sealing_status,
+    locked_head,
+    mark_appending,
+    seal_locked,
+    sealing_inline,
+)
 from core.errors import AuditChainBroken
 from core.models import AuditEvent, AuditHead
 
-GENESIS_HASH = "0" * 64
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def _timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def event_hash(
-    *,
-    prev_hash: str,
-    seq: int,
-    created_at: datetime,
-    actor_id: int | None,
-    actor_name: str,
-    action: str,
-    object_type: str,
-    object_id: str,
-    payload: Any,
-) -> str:
-    body = canonical_json(
-        {
-            "seq": seq,
-            "created_at": _timestamp(created_at),
-            "actor_id": actor_id,
-            "actor_name": actor_name,
-            "action": action,
-            "object_type": object_type,
-            "object_id": object_id,
-            "payload": payload,
-        }
-    )
-    return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
-
-
-def _locked_head() -> AuditHead:
-    head = AuditHead.objects.select_for_update().filter(pk=1).first()
-    if head is None:
-        try:
-            with transaction.atomic():
-                AuditHead.objects.create(pk=1, seq=0, hash=GENESIS_HASH)
-        except IntegrityError:
-            pass  # another writer created it first; lock theirs
-        head = AuditHead.objects.select_for_update().get(pk=1)
-    return head
+__all__ = ["GENESIS_HASH", "canonical_json", "event_hash"]
 
 
 def audit_append(
@@ -74,8 +36,9 @@ def audit_append(
     object_id: object,
     payload: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event. Must run inside the transaction of the change it records, as late in
-    it as possible: the head's row lock serialises appenders until that transaction ends."""
+    """Append one event. Must run inside the transaction of the change it records: the event
+    commits or rolls back with it. It takes no lock that another appender waits for; the sealer
+    chains it once it is committed (its `seq` and `hash` are empty until then)."""
     return audit_append_many(
         actor=actor,
         events=[
@@ -92,39 +55,48 @@ def audit_append(
 def audit_append_many(
     *, actor: AbstractBaseUser | None, events: list[dict[str, Any]]
 ) -> list[AuditEvent]:
-    """Append several events of one change under a single lock of the head (each event is a
-    dict of action, object_type, object_id and payload)."""
+    """Append several events of one change in one INSERT (each event is a dict of action,
+    object_type, object_id and payload); they get consecutive places in the chain only if no
+    other transaction's ids fall between theirs, which nothing relies on."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_append must run inside the transaction of the change")
     actor_id = actor.pk if actor is not None and actor.pk is not None else None
     actor_name = actor.get_username() if actor_id is not None else "system"
-    head = _locked_head()
-    seq, prev_hash = head.seq, head.hash
+    inline = sealing_inline()
+    # Inline: the head's lock first, so ids are given out in the order they will be sealed.
+    head = locked_head() if inline else None
+    if head is None:
+        mark_appending()
     rows = []
     for spec in events:
-        seq += 1
         # Round-trip through JSON so that what is hashed is exactly what the database returns.
         payload = json.loads(canonical_json(spec.get("payload") or {}))
-        fields = {
-            "seq": seq,
-            "created_at": timezone.now(),
-            "actor_id": actor_id,
-            "actor_name": actor_name,
-            "action": spec["action"],
-            "object_type": spec["object_type"],
-            "object_id": str(spec["object_id"]),
-            "payload": payload,
-        }
-        digest = event_hash(prev_hash=prev_hash, **fields)
-        rows.append(AuditEvent(**fields, prev_hash=prev_hash, hash=digest))
-        prev_hash = digest
+        rows.append(
+            AuditEvent(
+                created_at=timezone.now(),
+                actor_id=actor_id,
+                actor_name=actor_name,
+                action=spec["action"],
+                object_type=spec["object_type"],
+                object_id=str(spec["object_id"]),
+                payload=payload,
+            )
+        )
     AuditEvent.objects.bulk_create(rows)
-    AuditHead.objects.filter(pk=1).update(seq=seq, hash=prev_hash)
+    if head is not None:
+        seal_locked(head, horizon=None, batch=len(rows) + 1000)
+        sealed = AuditEvent.objects.only("seq", "prev_hash", "hash").in_bulk([r.pk for r in rows])
+        for row in rows:
+            row.seq, row.prev_hash, row.hash = (
+                sealed[row.pk].seq,
+                sealed[row.pk].prev_hash,
+                sealed[row.pk].hash,
+            )
     return rows
 
 
-def _events_in_order(batch: int = 2000) -> Iterator[AuditEvent]:
-    last = 0
+def _events_in_order(*, after: int = 0, batch: int = 2000) -> Iterator[AuditEvent]:
+    last = after
     while True:
         chunk = list(AuditEvent.objects.filter(seq__gt=last).order_by("seq")[:batch])
         if not chunk:
@@ -133,23 +105,28 @@ def _events_in_order(batch: int = 2000) -> Iterator[AuditEvent]:
         last = chunk[-1].seq
 
 
-def audit_verify() -> int:
-    """Check every link of the chain and the published head; return the number of events.
+def audit_verify(*, seal: bool = True) -> int:
+    """Seal what is final (unless `seal` is False), then check every link of the sealed chain,
+    the published head, and that no unsealed event hides below it; return the number of sealed
+    events.
 
-    Raises AuditChainBroken naming the first event (by sequence number) that does not hold.
-    """
-    last = _chain_verify()
+    Raises AuditChainBroken naming the first event (by sequence number) that does not hold."""
+    if seal:
+        audit_seal()
+    last, _checked = _chain_verify()
     return last.seq if last is not None else 0
 
 
 def audit_verified_head() -> dict[str, Any]:
-    """Verify the whole chain (as audit_verify) and return its head: the sequence number and
-    hash of the last event verified, when that event was written and when it was verified.
+    """Seal every event committed so far, verify the whole chain (as audit_verify) and return
+    its head: the sequence number and hash of the last event verified, when that event was
+    written and when it was verified.
 
     A report that carries the head lets an auditor check later, with audit_verify_against_head,
     that the log still holds every event up to it unchanged: the hash of event #seq commits to
     every event before it."""
-    last = _chain_verify()
+    audit_seal()
+    last, _checked = _chain_verify()
     return {
         "seq": last.seq if last is not None else 0,
         "hash": last.hash if last is not None else GENESIS_HASH,
@@ -166,31 +143,60 @@ class AuditChainCheck:
     events: int
     head_seq: int
     head_hash: str
+    sealing: SealingStatus
     broken_at: int | None = None
     problem: str = ""
 
 
 def audit_chain_check() -> AuditChainCheck:
-    """Verify the chain as audit_verify does, and say how it stands instead of raising: the
-    number of events in the log, the published head, and where and why it breaks, if it does."""
+    """Seal, verify the chain as audit_verify does, and say how it stands instead of raising:
+    the number of sealed events, the published head, how far sealing lags, and where and why
+    the chain breaks, if it does."""
+    audit_seal()
     head = AuditHead.objects.filter(pk=1).values("seq", "hash").first() or {
         "seq": 0,
         "hash": GENESIS_HASH,
     }
+    sealing = audit_sealing_status()
     try:
-        count = audit_verify()
+        count = audit_verify(seal=False)
     except AuditChainBroken as broken:
         return AuditChainCheck(
             verified=False,
-            events=AuditEvent.objects.count(),
+            events=AuditEvent.objects.filter(seq__isnull=False).count(),
             head_seq=head["seq"],
             head_hash=head["hash"],
+            sealing=sealing,
             broken_at=broken.seq,
             problem=broken.message,
         )
     return AuditChainCheck(
-        verified=True, events=count, head_seq=head["seq"], head_hash=head["hash"]
+        verified=True, events=count, head_seq=head["seq"], head_hash=head["hash"], sealing=sealing
     )
+
+
+def _anchor(*, seq: int, head_hash: str) -> AuditEvent | None:
+    """Event #`seq` as a head taken earlier names it (None for the empty log's head). Raises
+    AuditChainBroken naming it when it is missing (the log was truncated) or has another hash
+    (the log was rewritten)."""
+    head_hash = head_hash.strip().lower()
+    if seq == 0 and head_hash == GENESIS_HASH:  # the empty log's head names no event
+        return None
+    event = AuditEvent.objects.filter(seq=seq).first()
+    if event is None:
+        last = AuditEvent.objects.aggregate(last=Max("seq"))["last"] or 0
+        raise AuditChainBroken(
+            seq,
+            f"event #{seq} named by the head is missing (the log ends at #{last}): "
+            "the log was truncated since the head was taken",
+        )
+    if event.hash != head_hash:
+        raise AuditChainBroken(
+            seq,
+            f"event #{seq} has hash {event.hash[:16]}… but the head recorded "
+            f"{head_hash[:16]}…: the log was rewritten since the head was taken",
+        )
+    return event
 
 
 def audit_verify_against_head(*, seq: int, head_hash: str) -> int:
@@ -201,33 +207,43 @@ def audit_verify_against_head(*, seq: int, head_hash: str) -> int:
     The chain alone cannot tell a log rewritten with every hash recomputed from the original;
     the head, kept outside the database, can. Raises AuditChainBroken naming event #`seq` when
     it is missing (the log was truncated) or has another hash (the log was rewritten)."""
-    head_hash = head_hash.strip().lower()
-    if seq != 0 or head_hash != GENESIS_HASH:  # the empty log's head names no event
-        event = AuditEvent.objects.filter(seq=seq).only("hash").first()
-        if event is None:
-            last = AuditEvent.objects.aggregate(last=Max("seq"))["last"] or 0
-            raise AuditChainBroken(
-                seq,
-                f"event #{seq} named by the head is missing (the log ends at #{last}): "
-                "the log was truncated since the head was taken",
-            )
-        if event.hash != head_hash:
-            raise AuditChainBroken(
-                seq,
-                f"event #{seq} has hash {event.hash[:16]}… but the head recorded "
-                f"{head_hash[:16]}…: the log was rewritten since the head was taken",
-            )
-    return audit_verify()
+    audit_seal()
+    _anchor(seq=seq, head_hash=head_hash)
+    return audit_verify(seal=False)
 
 
-def _chain_verify() -> AuditEvent | None:
-    """Check every link of the chain and the published head; return the last event (None for
-    an empty log). Raises AuditChainBroken naming the first event that does not hold."""
-    expected_prev = GENESIS_HASH
-    expected_seq = 1
-    count = 0
-    last = None
-    for event in _events_in_order():
+@dataclass(frozen=True)
+class IncrementalVerification:
+    events: int  # the chain's length: the sequence number of its last event
+    checked: int  # events read and checked: those after the anchor
+
+
+def audit_verify_since(*, seq: int, head_hash: str) -> IncrementalVerification:
+    """Verify only what was sealed after a head taken (and verified) earlier: event #`seq` must
+    still have hash `head_hash`, and every event after it must link on from it up to the
+    published head. Reads the events after #`seq`, not the whole log.
+
+    What this proves: the log still extends the head taken earlier, and everything after it is
+    intact. Events before #`seq` were checked when that head was taken; a change to one of them
+    that left every stored hash alone is found only by a full verification, so run that too,
+    less often (docs/operations.md)."""
+    audit_seal()
+    anchor = _anchor(seq=seq, head_hash=head_hash)
+    last, checked = _chain_verify(anchor=anchor)
+    return IncrementalVerification(events=last.seq if last is not None else 0, checked=checked)
+
+
+def _chain_verify(*, anchor: AuditEvent | None = None) -> tuple[AuditEvent | None, int]:
+    """Check every link of the sealed chain (after `anchor`, already checked, if given), the
+    published head, and that no unsealed event sits below the last sealed one. Returns the
+    last event (None for an empty log) and how many events were checked. Raises
+    AuditChainBroken naming the first event that does not hold."""
+    expected_prev = anchor.hash if anchor is not None else GENESIS_HASH
+    expected_seq = anchor.seq + 1 if anchor is not None else 1
+    last_id = anchor.pk if anchor is not None else 0
+    checked = 0
+    last = anchor
+    for event in _events_in_order(after=expected_seq - 1):
         if event.seq != expected_seq:
             raise AuditChainBroken(
                 expected_seq, f"event #{expected_seq} is missing (next found is #{event.seq})"
@@ -247,19 +263,28 @@ def _chain_verify() -> AuditEvent | None:
             )
         if not self_consistent:
             raise AuditChainBroken(event.seq, f"event #{event.seq} was altered (hash mismatch)")
+        if event.pk <= last_id:
+            # Sealed in id order, always: a smaller id after a larger one was moved.
+            raise AuditChainBroken(
+                event.seq,
+                f"event #{event.seq} (id {event.pk}) is out of order: it comes after an event "
+                f"with id {last_id}, and the log is sealed in id order",
+            )
         expected_prev = event.hash
         expected_seq += 1
-        count += 1
+        checked += 1
+        last_id = event.pk
         last = event
+    end = expected_seq - 1
     head = AuditHead.objects.filter(pk=1).first()
     head_seq, head_hash = (head.seq, head.hash) if head else (0, GENESIS_HASH)
-    if head_seq > count:
+    if head_seq > end:
         raise AuditChainBroken(
-            count + 1,
-            f"chain ends at #{count} but the published head is #{head_seq}: "
+            end + 1,
+            f"chain ends at #{end} but the published head is #{head_seq}: "
             "events were removed from the tail",
         )
-    if head_seq < count:
+    if head_seq < end:
         raise AuditChainBroken(
             head_seq + 1,
             f"event #{head_seq + 1} is past the published head (#{head_seq}): "
@@ -267,9 +292,35 @@ def _chain_verify() -> AuditEvent | None:
         )
     if head_hash != expected_prev:
         raise AuditChainBroken(
-            count, f"the published head does not match event #{count}: the head was altered"
+            end, f"the published head does not match event #{end}: the head was altered"
         )
-    return last
+    _no_unsealed_below(last_id)
+    return last, checked
+
+
+def _no_unsealed_below(last_id: int) -> None:
+    """The sealer seals in id order and only ids that are final, so an unsealed event with a
+    smaller id than a sealed one was inserted afterwards, behind the sealer's back."""
+    stray = (
+        AuditEvent.objects.filter(seq__isnull=True, id__lt=last_id)
+        .order_by("id")
+        .only("id", "action", "created_at")
+        .first()
+    )
+    if stray is None:
+        return
+    after = (
+        AuditEvent.objects.filter(seq__isnull=False, id__gt=stray.pk)
+        .order_by("id")
+        .values_list("seq", flat=True)
+        .first()
+    )
+    raise AuditChainBroken(
+        after,
+        f"an unsealed event (id {stray.pk}, {stray.action}, written "
+        f"{stray.created_at.isoformat()}) sits before event #{after}: it was inserted below "
+        "the sealed chain",
+    )
 
 
 def _recomputed_hash(event: AuditEvent) -> str:

@@ -15,7 +15,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import DataError, IntegrityError, connection, transaction
 
-from core.audit import audit_append
+from core.audit import audit_append, audit_seal
 from core.audit.chain import event_hash
 from core.models import AuditEvent
 
@@ -24,6 +24,13 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("audit_guard_lifted
 EVENTS = 6
 TABLE = AuditEvent._meta.db_table
 HEAD = "reviews_audithead"
+
+
+@pytest.fixture(autouse=True)
+def _sealing_as_in_production(settings):
+    """The test settings seal inline for the rest of the suite; these tests seal as production
+    does: appended unsealed, sealed by audit_seal (core/audit/sealer.py)."""
+    settings.AUDIT_SEALING = "deferred"
 
 
 @pytest.fixture
@@ -37,6 +44,7 @@ def chain(personas):
                 object_id=n,
                 payload={"n": n, "text": "é ünïcode ✓", "nested": {"b": [1, 2.5, None]}},
             )
+    audit_seal()  # events are sealed after they commit; the tampering below is of sealed ones
     return list(AuditEvent.objects.order_by("seq"))
 
 

@@ -4,11 +4,18 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
-from core.audit import audit_append, audit_verify
+from core.audit import audit_append, audit_seal, audit_verify
 from core.errors import AuditChainBroken
 from core.models import AuditEvent, AuditHead
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _sealing_as_in_production(settings):
+    """The test settings seal inline for the rest of the suite; these tests seal as production
+    does: appended unsealed, sealed by audit_seal (core/audit/sealer.py)."""
+    settings.AUDIT_SEALING = "deferred"
 
 
 @pytest.fixture
@@ -22,6 +29,7 @@ def chain(personas):
                 object_id=n,
                 payload={"n": n, "text": "é ünïcode", "nested": {"b": 1}},
             )
+    audit_seal()  # events are sealed after they commit; the tampering below is of sealed ones
     return list(AuditEvent.objects.order_by("seq"))
 
 

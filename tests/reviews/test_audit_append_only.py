@@ -16,13 +16,16 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, connections, transaction
 
-from core.audit import audit_append, audit_verify
+from core.audit import audit_append, audit_seal, audit_verify
 from core.models import AuditEvent, AuditHead
 
 from ..audit_guard import run_deferred_checks
 
 TABLE = AuditEvent._meta.db_table
 GUARD = importlib.import_module("reviews.migrations.0006_audit_event_append_only")
+# Core migration 0002 lets the seal through, once: on SQLite its UPDATE trigger is the one to
+# create again (same names; PostgreSQL keeps 0006's triggers with a new function body).
+SEAL_ONCE_GUARD = importlib.import_module("core.migrations.0002_audit_sealed_later")
 OPERATIONS_DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 
 # docs/operations.md, "Legal erasure": what the owner runs around the erasure, between BEGIN
@@ -37,9 +40,16 @@ DOCUMENTED_LIFT = {
             f"DROP TRIGGER {GUARD.SQLITE_UPDATE_TRIGGER};",
             f"DROP TRIGGER {GUARD.SQLITE_DELETE_TRIGGER};",
         ],
-        [f"{statement};" for statement in GUARD.SQLITE_CREATE],
+        [f"{statement};" for statement in SEAL_ONCE_GUARD.SQLITE_CREATE],
     ),
 }
+
+
+@pytest.fixture(autouse=True)
+def _sealing_as_in_production(settings):
+    """The test settings seal inline for the rest of the suite; these tests seal as production
+    does: appended unsealed, sealed by audit_seal (core/audit/sealer.py)."""
+    settings.AUDIT_SEALING = "deferred"
 
 
 @pytest.fixture
@@ -49,6 +59,7 @@ def chain():
             audit_append(
                 actor=None, action="guard.test", object_type="thing", object_id=n, payload={"n": n}
             )
+    audit_seal()
     return list(AuditEvent.objects.order_by("seq"))
 
 
@@ -138,6 +149,8 @@ def test_appending_goes_on_after_a_refusal_and_the_head_still_moves(chain):
         execute(f"UPDATE {TABLE} SET payload = payload WHERE seq = 1")
     with transaction.atomic():
         added = audit_append(actor=None, action="guard.after", object_type="thing", object_id=4)
+    audit_seal()
+    added.refresh_from_db()
     assert added.seq == 4 and added.prev_hash == chain[-1].hash
     head = AuditHead.objects.get()
     assert (head.seq, head.hash) == (4, added.hash)

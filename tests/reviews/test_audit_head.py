@@ -13,7 +13,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
-from core.audit import audit_append, audit_verified_head, audit_verify_against_head
+from core.audit import (
+    audit_append,
+    audit_seal,
+    audit_verified_head,
+    audit_verify_against_head,
+)
 from core.audit.chain import event_hash
 from core.models import AuditEvent, AuditHead
 
@@ -33,6 +38,14 @@ def append(actor, count: int, start: int = 1) -> None:
                 object_id=n,
                 payload={"n": n, "text": "é ünïcode"},
             )
+    audit_seal()  # events are sealed after they commit; the tampering below is of sealed ones
+
+
+@pytest.fixture(autouse=True)
+def _sealing_as_in_production(settings):
+    """The test settings seal inline for the rest of the suite; these tests seal as production
+    does: appended unsealed, sealed by audit_seal (core/audit/sealer.py)."""
+    settings.AUDIT_SEALING = "deferred"
 
 
 @pytest.fixture
