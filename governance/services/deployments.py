@@ -2,14 +2,25 @@
 a channel's live version is a Deployment row and an audit event, in one transaction.
 
 The adapter's files are hashed before the transaction (file reads stay out of it) and
-compared with the version's manifest: a tampered artifact never goes live."""
+compared with the version's manifest: a tampered artifact never goes live.
 
+What answers for a live version (the embedded model server, or inference engines) is serving's
+concern, and governance may not import serving: serving registers a `ServingHook` here
+(serving/apps.py). Its `prepare` runs after the artifact checks out and before the transaction
+(network calls stay out of it and may refuse: the deployment is then not recorded, the refusal
+is audited); if the transaction then fails, `release` undoes it. A version that stops being
+live is released after commit, best effort: one left loaded answers nobody (only Signoff holds
+the engines' key and it asks live versions only) and serving's maintenance step takes it out."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from core.audit import audit_append
+from core.errors import ApplicationError
 from core.events import event_publish
 from core.permissions import can, require
 from governance.errors import GovernanceForbidden, InvalidGovernanceRequest
@@ -32,6 +43,72 @@ def can_deploy(user: AbstractBaseUser) -> bool:
     return can(user, "channel.deploy")
 
 
+@dataclass(frozen=True)
+class ServingHook:
+    """`prepare(version)`: make the version answerable; returns a report for the audit event
+    (e.g. which engines loaded it) or raises an ApplicationError to refuse the deployment.
+    `release(version)`: take it out where it is live nowhere; never raises."""
+
+    key: str
+    prepare: Callable[[ModelVersion], dict[str, Any]]
+    release: Callable[[ModelVersion], dict[str, Any]]
+
+
+deployment_backend_hooks: dict[str, ServingHook] = {}
+
+
+def deployment_backend_register(hook: ServingHook) -> None:
+    deployment_backend_hooks[hook.key] = hook
+
+
+def _serving_prepare(
+    *, user: AbstractBaseUser, channel: Channel, version: ModelVersion, action: str
+) -> dict[str, Any]:
+    """Every hook's `prepare`; a refusal is audited (in its own transaction: nothing else is
+    written) and re-raised, after releasing what earlier hooks prepared."""
+    reports: dict[str, Any] = {}
+    done: list[ServingHook] = []
+    for hook in deployment_backend_hooks.values():
+        try:
+            report = hook.prepare(version)
+        except ApplicationError as exc:
+            _serving_release(version, hooks=done)
+            with transaction.atomic():
+                audit_append(
+                    actor=user,
+                    action="channel.deploy_refused",
+                    object_type="channel",
+                    object_id=channel.name,
+                    payload={
+                        "action": action,
+                        "version": str(version.pk),
+                        "version_name": version.name,
+                        "reason": exc.message,
+                        "code": exc.code,
+                        **exc.extra,
+                    },
+                )
+            raise
+        done.append(hook)
+        if report:
+            reports[hook.key] = report
+    return reports
+
+
+def _serving_release(
+    version: ModelVersion | None, *, hooks: list[ServingHook] | None = None
+) -> None:
+    if version is None:
+        return
+    for hook in deployment_backend_hooks.values() if hooks is None else hooks:
+        hook.release(version)
+
+
+def _release_on_commit(version: ModelVersion | None) -> None:
+    if version is not None:
+        transaction.on_commit(lambda: _serving_release(version))
+
+
 def _go_live(
     *,
     channel: Channel,
@@ -41,6 +118,7 @@ def _go_live(
     actor: AbstractBaseUser,
     comment: str,
     digest: str,
+    serving: dict[str, Any] | None = None,
 ) -> Deployment:
     """Point `channel` at `version` (channel row locked by the caller)."""
     replaced = channel.live_version
@@ -95,8 +173,11 @@ def _go_live(
             "replaced": str(replaced.pk) if replaced else None,
             "manifest_digest": digest,
             "comment": comment,
+            **({"serving": serving} if serving else {}),
         },
     )
+    if replaced is not None and replaced.pk != version.pk:
+        _release_on_commit(replaced)
     return deployment
 
 
@@ -107,36 +188,50 @@ def channel_deploy(
     if not can_deploy(user):
         raise GovernanceForbidden("Only deployers deploy.")
     digest = artifact_verify(version=version)
-    with transaction.atomic():
-        # Locked: two deployments to one channel at once would both record the same previous.
-        channel = (
-            Channel.objects.select_for_update(of=("self",))
-            .select_related("live_version")
-            .get(pk=channel.pk)
-        )
-        version = ModelVersion.objects.get(pk=version.pk)
-        if version.status not in LIVE_STATUSES:
-            raise TransitionRefused(
-                f"Model version {version.name} is {version.status}: only approved versions "
-                "are deployed."
+    # Checked before the engines are asked (so a refused deployment loads nothing), and again
+    # under the lock, which decides.
+    _deploy_refusal(channel=Channel.objects.get(pk=channel.pk), version=version, digest=digest)
+    serving = _serving_prepare(user=user, channel=channel, version=version, action="deploy")
+    try:
+        with transaction.atomic():
+            # Locked: two deployments to one channel at once would both record the same previous.
+            channel = (
+                Channel.objects.select_for_update(of=("self",))
+                .select_related("live_version")
+                .get(pk=channel.pk)
             )
-        if not SignoffRequest.objects.filter(
-            version=version, channel=channel, status=SignoffRequest.Status.APPROVED
-        ).exists():
-            raise TransitionRefused(f"{version.name} has not been signed off for {channel.name}.")
-        if channel.live_version_id == version.pk:
-            raise TransitionRefused(f"{version.name} is already live on {channel.name}.")
-        if digest != manifest_digest(version.manifest):
-            raise ArtifactTampered(f"The manifest of {version.name} changed while deploying.")
-        return _go_live(
-            channel=channel,
-            version=version,
-            action=Deployment.Action.DEPLOY,
-            previous=channel.live_deployment,
-            actor=user,
-            comment=comment.strip(),
-            digest=digest,
+            version = ModelVersion.objects.get(pk=version.pk)
+            _deploy_refusal(channel=channel, version=version, digest=digest)
+            return _go_live(
+                channel=channel,
+                version=version,
+                action=Deployment.Action.DEPLOY,
+                previous=channel.live_deployment,
+                actor=user,
+                comment=comment.strip(),
+                digest=digest,
+                serving=serving,
+            )
+    except BaseException:
+        _serving_release(version)  # the hooks leave it alone if it is live on another channel
+        raise
+
+
+def _deploy_refusal(*, channel: Channel, version: ModelVersion, digest: str) -> None:
+    version = ModelVersion.objects.get(pk=version.pk)
+    if version.status not in LIVE_STATUSES:
+        raise TransitionRefused(
+            f"Model version {version.name} is {version.status}: only approved versions "
+            "are deployed."
         )
+    if not SignoffRequest.objects.filter(
+        version=version, channel=channel, status=SignoffRequest.Status.APPROVED
+    ).exists():
+        raise TransitionRefused(f"{version.name} has not been signed off for {channel.name}.")
+    if channel.live_version_id == version.pk:
+        raise TransitionRefused(f"{version.name} is already live on {channel.name}.")
+    if digest != manifest_digest(version.manifest):
+        raise ArtifactTampered(f"The manifest of {version.name} changed while deploying.")
 
 
 def channel_rollback(*, user: AbstractBaseUser, channel: Channel, comment: str = "") -> Deployment:
@@ -155,28 +250,41 @@ def channel_rollback(*, user: AbstractBaseUser, channel: Channel, comment: str =
             channel=channel, seen=current.live_deployment_id, user=user, comment=comment
         )
     digest = artifact_verify(version=before.version)
-    with transaction.atomic():
-        channel = (
-            Channel.objects.select_for_update(of=("self",))
-            .select_related("live_version")
-            .get(pk=channel.pk)
+    if before.version.status not in LIVE_STATUSES:
+        raise TransitionRefused(
+            f"The earlier version {before.version.name} is {before.version.status}: it cannot "
+            "go live."
         )
-        if channel.live_deployment_id != current.live_deployment_id:
-            raise TransitionRefused(f"{channel.name} changed while rolling back: look again.")
-        target = ModelVersion.objects.get(pk=before.version_id)
-        if target.status not in LIVE_STATUSES:
-            raise TransitionRefused(
-                f"The earlier version {target.name} is {target.status}: it cannot go live."
+    serving = _serving_prepare(
+        user=user, channel=channel, version=before.version, action="rollback"
+    )
+    try:
+        with transaction.atomic():
+            channel = (
+                Channel.objects.select_for_update(of=("self",))
+                .select_related("live_version")
+                .get(pk=channel.pk)
             )
-        return _go_live(
-            channel=channel,
-            version=target,
-            action=Deployment.Action.ROLLBACK,
-            previous=before.previous,
-            actor=user,
-            comment=comment.strip(),
-            digest=digest,
-        )
+            if channel.live_deployment_id != current.live_deployment_id:
+                raise TransitionRefused(f"{channel.name} changed while rolling back: look again.")
+            target = ModelVersion.objects.get(pk=before.version_id)
+            if target.status not in LIVE_STATUSES:
+                raise TransitionRefused(
+                    f"The earlier version {target.name} is {target.status}: it cannot go live."
+                )
+            return _go_live(
+                channel=channel,
+                version=target,
+                action=Deployment.Action.ROLLBACK,
+                previous=before.previous,
+                actor=user,
+                comment=comment.strip(),
+                digest=digest,
+                serving=serving,
+            )
+    except BaseException:
+        _serving_release(before.version)
+        raise
 
 
 def _withdraw(*, channel: Channel, seen: int, user: AbstractBaseUser, comment: str) -> Deployment:
@@ -233,6 +341,7 @@ def _withdraw(*, channel: Channel, seen: int, user: AbstractBaseUser, comment: s
                 "comment": comment.strip(),
             },
         )
+        _release_on_commit(withdrawn)
     return deployment
 
 
@@ -253,12 +362,15 @@ def model_version_retire(
             raise TransitionRefused(
                 f"{version.name} is live on {', '.join(live_on)}: deploy another version first."
             )
-        return model_version_transition(
+        retired = model_version_transition(
             version=version,
             to=ModelVersion.Status.RETIRED,
             actor=user,
             payload={"comment": comment},
         )
+        # Normally taken out when it stopped being live; this catches one an engine kept.
+        _release_on_commit(retired)
+        return retired
 
 
 def channel_save(

@@ -1,5 +1,6 @@
-"""Answer a prompt with a channel's live version (through the model server) and record the
-answer as an output of that version, routed into review like any other traffic."""
+"""Answer a prompt with a channel's live version (through the serving backend: the embedded
+model server or the inference engines) and record the answer as an output of that version,
+routed into review like any other traffic."""
 
 import uuid
 from typing import Any
@@ -13,9 +14,8 @@ from governance.errors import GovernanceForbidden, InvalidGovernanceRequest
 from governance.models import Channel
 from reviews.models import Output
 from reviews.services import outputs_ingest
-from serving.client import ServerDown, ServerRefused, call
-from serving.errors import ServingUnavailable
-from training_app.errors import ArtifactTampered, TransitionRefused
+from serving.backends import serving_backend
+from training_app.errors import TransitionRefused
 from training_app.models import ModelVersion
 
 
@@ -91,7 +91,7 @@ def channel_generate(
 
     `external_id`: the output's id in its source; a background job passes one of its own, so
     that running it twice records one output. `timeout`: how long to wait for the model
-    server (default SERVING_TIMEOUT_SECONDS)."""
+    server or engine (default SERVING_TIMEOUT_SECONDS)."""
     require(
         user,
         "channel.generate",
@@ -110,27 +110,12 @@ def channel_generate(
     if version is None:
         raise TransitionRefused(f"Nothing is live on {channel.name}: deploy a version first.")
     messages = _as_trained(messages, version)
-    url = _conf("SERVING_URL")
-    try:
-        answer = call(
-            url,
-            "/generate",
-            {
-                "version_id": str(version.pk),
-                "messages": messages,
-                "max_new_tokens": max_new_tokens,
-            },
-            timeout=timeout or _conf("SERVING_TIMEOUT_SECONDS"),
-        )
-    except ServerDown as exc:
-        raise ServingUnavailable(
-            f"The model server at {url} is not answering ({exc}). Start it with "
-            "`manage.py serve_models` (`make demo` starts it).",
-        ) from exc
-    except ServerRefused as exc:
-        if exc.body.get("code") == ArtifactTampered.code:
-            raise ArtifactTampered(str(exc)) from exc
-        raise ServingUnavailable(f"The model server refused: {exc}") from exc
+    answer = serving_backend().generate(
+        version=version,
+        messages=messages,
+        max_new_tokens=max_new_tokens,
+        timeout=timeout or _conf("SERVING_TIMEOUT_SECONDS"),
+    )
     result = outputs_ingest(
         payload={
             "external_id": external_id or f"{channel.name}-{uuid.uuid4().hex}",
@@ -146,6 +131,7 @@ def channel_generate(
                 "manifest_digest": answer["manifest_digest"],
                 "seconds": answer["seconds"],
                 "tokens": answer["tokens"],
+                **({"engine": answer["engine"]} if answer.get("engine") else {}),
             },
         },
         actor=user,
