@@ -180,6 +180,16 @@ def get(client: APIClient, url: str) -> Any:
     return answer.json()
 
 
+def get_all(client: APIClient, url: str) -> list:
+    """Every result of a paginated list, following `next` from page to page."""
+    rows: list = []
+    while url:
+        page = get(client, url)
+        rows.extend(page["results"])
+        url = page["next"]
+    return rows
+
+
 def moment(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
 
@@ -232,15 +242,12 @@ def test_an_old_database_upgrades_and_reads_back_through_the_api(upgraded_databa
 
     verdict = get(client, "/api/audit/verify/")
     assert verdict["ok"] is True and verdict["events"] == len(events)
-    listed = get(client, "/api/audit/?limit=1000")
-    assert listed["count"] == len(events)
+    listed = get_all(client, "/api/audit/?limit=500")
     assert [(e["seq"], e["action"], e["object_type"], e["object_id"], e["hash"])
-            for e in listed["results"]] == [
+            for e in listed] == [
         (e["seq"], e["action"], e["object_type"], e["object_id"], e["hash"]) for e in events
     ]  # fmt: skip
-    assert [moment(e["created_at"]) for e in listed["results"]] == [
-        moment(e["created_at"]) for e in events
-    ]
+    assert [moment(e["created_at"]) for e in listed] == [moment(e["created_at"]) for e in events]
 
     # And it takes new writes: new rows get new ids (the sequences moved past the old rows),
     # and the audit chain goes on from the old head.
@@ -258,8 +265,8 @@ def check_review_loop(client: APIClient, users: dict[int, str]) -> None:
     queues = RECORDED.by_id("reviews_queue")
     rules = RECORDED.by_id("reviews_routingrule")
     outputs = RECORDED.by_id("reviews_output")
-    listed = get(client, "/api/outputs/?limit=1000")
-    assert sorted(o["id"] for o in listed["results"]) == sorted(outputs)
+    listed = get_all(client, "/api/outputs/?limit=500")
+    assert sorted(o["id"] for o in listed) == sorted(outputs)
     for pk, row in outputs.items():
         answer = get(client, f"/api/outputs/{pk}/")
         assert answer["queue"] == (queues[row["queue_id"]]["name"] if row["queue_id"] else None)
@@ -273,9 +280,9 @@ def check_review_loop(client: APIClient, users: dict[int, str]) -> None:
         assert moment(answer["resolved_at"]) == moment(row["resolved_at"])
 
     reviews = RECORDED.by_id("reviews_review")
-    listed = get(client, "/api/reviews/?limit=1000")
-    assert sorted(r["id"] for r in listed["results"]) == sorted(reviews)
-    for answer in listed["results"]:
+    listed = get_all(client, "/api/reviews/?limit=500")
+    assert sorted(r["id"] for r in listed) == sorted(reviews)
+    for answer in listed:
         row = reviews[answer["id"]]
         assert answer["output"] == row["output_id"]
         assert answer["reviewer"] == users[row["reviewer_id"]]
@@ -283,13 +290,13 @@ def check_review_loop(client: APIClient, users: dict[int, str]) -> None:
         for field in ("decision", "stage", "corrected_output", "reason", "comment", "diff"):
             assert answer[field] == row[field], f"review {row['id']}: {field}"
 
-    listed = get(client, "/api/queues/")
+    listed = get_all(client, "/api/queues/")
     assert {q["id"]: q["name"] for q in listed} == {pk: q["name"] for pk, q in queues.items()}
     versions: dict[int, int] = {}
     for row in RECORDED.rows("reviews_guidelineversion"):
         versions[row["queue_id"]] = max(versions.get(row["queue_id"], 0), row["version"])
     assert {q["id"]: q["guidelines_version"] for q in listed if q["guidelines_version"]} == versions
-    listed = get(client, "/api/routing-rules/")
+    listed = get_all(client, "/api/routing-rules/")
     assert {r["id"]: (r["name"], r["position"], r["action"]) for r in listed} == {
         pk: (r["name"], r["position"], r["action"]) for pk, r in rules.items()
     }
@@ -316,8 +323,8 @@ def check_datasets_and_training(client: APIClient, users: dict[int, str]) -> Non
         assert answer["model_version"]["id"] == version["id"]
 
     evaluations = RECORDED.rows("training_app_evaluation")
-    listed = get(client, "/api/model-versions/?limit=1000")
-    assert sorted(v["id"] for v in listed["results"]) == sorted(versions)
+    listed = get_all(client, "/api/model-versions/?limit=500")
+    assert sorted(v["id"] for v in listed) == sorted(versions)
     for pk, row in versions.items():
         answer = get(client, f"/api/model-versions/{pk}/")
         for field in ("name", "status", "manifest", "metrics", "config", "base_model_ref"):
@@ -356,7 +363,7 @@ def check_governance(client: APIClient, users: dict[int, str]) -> None:
 
     deployments = RECORDED.by_id("training_app_deployment")
     cases = RECORDED.rows("training_app_regressioncase")
-    listed = get(client, "/api/channels/")
+    listed = get_all(client, "/api/channels/")
     assert sorted(c["name"] for c in listed) == sorted(c["name"] for c in channels.values())
     for pk, row in channels.items():
         answer = get(client, f"/api/channels/{row['name']}/")
@@ -373,7 +380,7 @@ def check_governance(client: APIClient, users: dict[int, str]) -> None:
             assert {f["name"]: f["sha256"] for f in live["adapter"]["files"]}.items() <= (
                 manifest.items()
             )
-        history = get(client, f"/api/channels/{row['name']}/history/")
+        history = get_all(client, f"/api/channels/{row['name']}/history/")
         assert sorted((d["id"], d["action"], d["version"]["id"], d["by"], d["manifest_digest"])
                       for d in history) == sorted(
             (d["id"], d["action"], d["version_id"], users[d["actor_id"]], d["manifest_digest"])
@@ -383,7 +390,7 @@ def check_governance(client: APIClient, users: dict[int, str]) -> None:
 
 def check_monitoring(client: APIClient, users: dict[int, str]) -> None:
     channels = RECORDED.by_id("training_app_channel")
-    alerts = get(client, "/api/monitoring/alerts/")
+    alerts = get_all(client, "/api/monitoring/alerts/")
     assert sorted(
         (a["id"], a["version"], a["channel"], a["metric"], a["status"], a["acknowledged_by"],
          a["observed"], a["samples"]) for a in alerts
@@ -394,11 +401,11 @@ def check_monitoring(client: APIClient, users: dict[int, str]) -> None:
     )  # fmt: skip
 
     hooks = RECORDED.by_id("training_app_webhook")
-    listed = get(client, "/api/webhooks/")
+    listed = get_all(client, "/api/webhooks/")
     assert sorted((h["id"], h["name"], h["url"], h["events"]) for h in listed) == sorted(
         (pk, h["name"], h["url"], h["events"]) for pk, h in hooks.items()
     )
-    deliveries = get(client, "/api/webhooks/deliveries/")
+    deliveries = get_all(client, "/api/webhooks/deliveries/")
     assert sorted(
         (d["id"], d["webhook"], d["event"], d["status"], d["attempts"], d["last_status_code"])
         for d in deliveries

@@ -115,4 +115,5 @@ class DatasetVersionDiffApi(APIView):
         version = selectors.dataset_version_get(version_id=pk)
         other = selectors.dataset_version_get(version_id=other_id)
         diff = selectors.dataset_version_diff(version=version, other=other)
-        return Response({"version": version.pk, "other": other.pk, **diff.as_dict()})
+        body = {"version": version.pk, "other": other.pk, **diff.as_dict()}
+        return Response(DatasetDiffSerializer(body).data)

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, status
+from rest_framework import generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -13,6 +13,19 @@ from core.api.permissions import allowed
 from core.errors import NotFound
 from governance.errors import InvalidGovernanceRequest
 from governance.selectors import channel_get
+from monitoring.api.serializers import (
+    ChannelMonitoringOutput,
+    DriftAlertOutput,
+    MonitoringOverviewOutput,
+    MonitoringSettingsInput,
+    RetrainInput,
+    RetrainOutput,
+    VersionMonitoringOutput,
+    WebhookCreatedOutput,
+    WebhookDeliveryOutput,
+    WebhookInput,
+    WebhookOutput,
+)
 from monitoring.models import DriftAlert, Webhook, WebhookDelivery
 from monitoring.selectors import BUCKETS, overview_figures, version_figures
 from monitoring.services.drift import (
@@ -51,72 +64,60 @@ def figure_params(query) -> tuple[str, datetime | None]:
     return bucket, since
 
 
-def alert_data(alert: DriftAlert) -> dict:
-    return {
-        "id": alert.pk,
-        "version": str(alert.version_id),
-        "version_name": alert.version.name,
-        "channel": alert.channel.name,
-        "metric": alert.metric,
-        "status": alert.status,
-        "observed": alert.observed,
-        "ci_low": alert.ci_low,
-        "ci_high": alert.ci_high,
-        "baseline": alert.baseline,
-        "baseline_source": alert.baseline_source,
-        "margin": alert.margin,
-        "samples": alert.samples,
-        "raised_at": alert.raised_at.isoformat(),
-        "acknowledged_by": alert.acknowledged_by.get_username() if alert.acknowledged_by else None,
-        "retrain_run": str(alert.retrain_run_id) if alert.retrain_run_id else None,
-    }
-
-
 def alerts_list():
-    return DriftAlert.objects.select_related("version", "channel", "acknowledged_by")
+    return DriftAlert.objects.select_related("version", "channel", "acknowledged_by").order_by(
+        "-raised_at", "-id"
+    )
 
 
 class MonitoringOverviewApi(APIView):
     permission_classes = [allowed("training.view")]
 
-    @extend_schema(parameters=FIGURE_PARAMS, responses=dict)
+    @extend_schema(parameters=FIGURE_PARAMS, responses=MonitoringOverviewOutput)
     def get(self, request):
         bucket, since = figure_params(request.query_params)
-        return Response(
-            {
-                "channels": overview_figures(bucket=bucket, since=since),
-                "open_alerts": [alert_data(a) for a in alerts_list().filter(status="open")],
-            }
-        )
+        overview = {
+            "channels": overview_figures(bucket=bucket, since=since),
+            # Every open alert, not a page of them: the overview is one document (a dashboard
+            # reads it whole), and there is at most one open alert per version, channel and
+            # metric.
+            "open_alerts": alerts_list().filter(status="open"),
+        }
+        return Response(MonitoringOverviewOutput(overview).data)
 
 
 class VersionMonitoringApi(APIView):
     permission_classes = [allowed("training.view")]
 
-    @extend_schema(parameters=FIGURE_PARAMS, responses=dict)
+    @extend_schema(parameters=FIGURE_PARAMS, responses=VersionMonitoringOutput)
     def get(self, request, version_id):
         bucket, since = figure_params(request.query_params)
         version = model_version_get(version_id=version_id)
         figures = version_figures(version=version, bucket=bucket, since=since)
-        figures["alerts"] = [alert_data(a) for a in alerts_list().filter(version=version)]
-        return Response(figures)
+        figures["alerts"] = alerts_list().filter(version=version)
+        return Response(VersionMonitoringOutput(figures).data)
 
 
-class DriftAlertListApi(APIView):
+class DriftAlertListApi(generics.ListAPIView):
+    # Drift alerts, newest first, paginated; `status` keeps open or acknowledged ones.
     permission_classes = [allowed("training.view")]
+    serializer_class = DriftAlertOutput
 
-    @extend_schema(
-        parameters=[OpenApiParameter("status", str, enum=list(DriftAlert.Status.values))],
-        responses=dict,
-    )
-    def get(self, request):
+    def get_queryset(self):
         alerts = alerts_list()
-        wanted = request.query_params.get("status")
+        wanted = self.request.query_params.get("status")
         if wanted:
             if wanted not in DriftAlert.Status.values:
                 raise InvalidGovernanceRequest("open or acknowledged.", field="status")
             alerts = alerts.filter(status=wanted)
-        return Response([alert_data(a) for a in alerts])
+        return alerts
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=list(DriftAlert.Status.values))],
+        operation_id="monitoring_alerts_retrieve",
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
 
 def _alert(pk: int) -> DriftAlert:
@@ -129,23 +130,16 @@ def _alert(pk: int) -> DriftAlert:
 class DriftAlertAcknowledgeApi(APIView):
     permission_classes = [allowed("monitoring.acknowledge")]
 
-    @extend_schema(request=None, responses=dict)
+    @extend_schema(request=None, responses=DriftAlertOutput)
     def post(self, request, pk):
-        return Response(alert_data(drift_alert_acknowledge(user=request.user, alert=_alert(pk))))
-
-
-class MonitoringSettingsInput(serializers.Serializer):
-    audit_sample_rate = serializers.FloatField(min_value=0, max_value=1)
-    audit_queue = serializers.CharField(required=False, allow_blank=True, default="")
-    margin = serializers.FloatField(required=False, allow_null=True, default=None)
-    min_samples = serializers.IntegerField(required=False, allow_null=True, default=None)
-    baseline = serializers.DictField(child=serializers.FloatField(), required=False, default=dict)
+        alert = drift_alert_acknowledge(user=request.user, alert=_alert(pk))
+        return Response(DriftAlertOutput(alert).data)
 
 
 class ChannelMonitoringApi(APIView):
     permission_classes = [allowed("monitoring.configure")]
 
-    @extend_schema(request=MonitoringSettingsInput, responses=dict)
+    @extend_schema(request=MonitoringSettingsInput, responses=ChannelMonitoringOutput)
     def put(self, request, name):
         data = MonitoringSettingsInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -164,29 +158,13 @@ class ChannelMonitoringApi(APIView):
             min_samples=values["min_samples"],
             baseline=values["baseline"],
         )
-        return Response(
-            {
-                "channel": name,
-                "audit_sample_rate": setting.audit_sample_rate,
-                "audit_queue": setting.audit_queue.name if setting.audit_queue else None,
-                "margin": setting.margin,
-                "min_samples": setting.min_samples,
-                "baseline": setting.baseline,
-                "routing_rules": [setting.audit_rule_id, setting.accept_rule_id],
-            }
-        )
-
-
-class RetrainInput(serializers.Serializer):
-    alert = serializers.IntegerField(required=False, allow_null=True, default=None)
-    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
-    hyperparameters = serializers.DictField(required=False, allow_null=True, default=None)
+        return Response(ChannelMonitoringOutput(setting).data)
 
 
 class RetrainApi(APIView):
     permission_classes = [allowed("monitoring.retrain")]
 
-    @extend_schema(request=RetrainInput, responses={201: dict})
+    @extend_schema(request=RetrainInput, responses={201: RetrainOutput})
     def post(self, request, version_id):
         data = RetrainInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -204,75 +182,37 @@ class RetrainApi(APIView):
             hyperparameters=data.validated_data["hyperparameters"],
         )
         return Response(
-            {
-                "training_run": str(run.pk),
-                "model_version": str(run.model_version.pk),
-                "model_version_name": run.model_version.name,
-                "parent_version": str(version.pk),
-                "dataset_version": run.dataset_version_id,
-            },
-            status=status.HTTP_201_CREATED,
+            RetrainOutput({"run": run, "parent": version}).data, status=status.HTTP_201_CREATED
         )
 
 
-class WebhookInput(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
-    url = serializers.CharField(max_length=500)
-    events = serializers.ListField(child=serializers.CharField(max_length=64))
-    is_active = serializers.BooleanField(required=False, default=True)
-    secret = serializers.CharField(required=False, allow_blank=True, default="", max_length=128)
-
-
-def webhook_data(hook: Webhook, *, with_secret: bool = False) -> dict:
-    data = {
-        "id": hook.pk,
-        "name": hook.name,
-        "url": hook.url,
-        "events": hook.events,
-        "is_active": hook.is_active,
-        "created_at": hook.created_at.isoformat(),
-    }
-    if with_secret:
-        data["secret"] = hook.secret
-    return data
-
-
-def delivery_data(d: WebhookDelivery) -> dict:
-    return {
-        "id": str(d.pk),
-        "webhook": d.webhook.name,
-        "event": d.event,
-        "status": d.status,
-        "attempts": d.attempts,
-        "next_attempt_at": d.next_attempt_at.isoformat(),
-        "last_status_code": d.last_status_code,
-        "last_error": d.last_error,
-        "log": d.log,
-        "created_at": d.created_at.isoformat(),
-        "delivered_at": d.delivered_at.isoformat() if d.delivered_at else None,
-    }
-
-
-class WebhookListCreateApi(APIView):
+class WebhookListCreateApi(generics.ListAPIView):
+    # Webhooks by name, paginated, without their secrets; create one (its secret shown once).
     permission_classes = [allowed("webhooks.configure")]
+    serializer_class = WebhookOutput
+    queryset = Webhook.objects.order_by("name")
 
-    @extend_schema(responses=dict)
-    def get(self, request):
-        return Response([webhook_data(h) for h in Webhook.objects.all()])
+    @extend_schema(operation_id="webhooks_retrieve")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=WebhookInput, responses={201: dict})
+    @extend_schema(request=WebhookInput, responses={201: WebhookCreatedOutput})
     def post(self, request):
         data = WebhookInput(data=request.data)
         data.is_valid(raise_exception=True)
         hook = webhook_save(user=request.user, **data.validated_data)
         # The secret is shown once, to the admin who made it (and in the admin pages).
-        return Response(webhook_data(hook, with_secret=True), status=status.HTTP_201_CREATED)
+        return Response(WebhookCreatedOutput(hook).data, status=status.HTTP_201_CREATED)
 
 
-class WebhookDeliveryListApi(APIView):
+class WebhookDeliveryListApi(generics.ListAPIView):
+    # Deliveries, newest first, paginated (every one kept, not only the latest 200).
     permission_classes = [allowed("webhooks.configure")]
+    serializer_class = WebhookDeliveryOutput
 
-    @extend_schema(responses=dict)
-    def get(self, request):
-        rows = WebhookDelivery.objects.select_related("webhook")[:200]
-        return Response([delivery_data(d) for d in rows])
+    def get_queryset(self):
+        return WebhookDelivery.objects.select_related("webhook").order_by("-created_at", "-pk")
+
+    @extend_schema(operation_id="webhooks_deliveries_retrieve")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)

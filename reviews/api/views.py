@@ -15,7 +15,6 @@ from reviews.api.serializers import (
     AgreementSerializer,
     ClaimSerializer,
     GoldInSerializer,
-    GuidelineSerializer,
     IngestResultSerializer,
     LeaseSerializer,
     OutputInSerializer,
@@ -23,7 +22,6 @@ from reviews.api.serializers import (
     QueueSerializer,
     QueueWithCountsSerializer,
     ReviewInSerializer,
-    ReviewItemSerializer,
     ReviewSerializer,
     RoutingRuleSerializer,
 )
@@ -73,22 +71,14 @@ class OutputListCreateApi(generics.ListAPIView):
     )
     def post(self, request: Request) -> Response:
         result = services.outputs_ingest(payload=request.data, actor=request.user)
-        items = [
-            {
-                "id": item.id,
-                "external_id": item.external_id,
-                "source": item.source,
-                "status": item.status,
-                "queue": item.queue,
-                "routing_reason": item.routing_reason,
-                "created": item.created,
-            }
-            for item in result.items
-        ]
         created = result.created_count
-        body = {"created": created, "existing": len(items) - created, "items": items}
+        body = {
+            "created": created,
+            "existing": len(result.items) - created,
+            "items": result.items,
+        }
         code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        return Response(body, status=code)
+        return Response(IngestResultSerializer(body).data, status=code)
 
 
 class OutputDetailApi(generics.RetrieveAPIView):
@@ -116,8 +106,8 @@ class OutputGoldApi(APIView):
 
 
 class QueueListCreateApi(generics.ListAPIView):
+    # Active queues the caller may see, with counts, paginated; create one (lead, admin).
     serializer_class = QueueWithCountsSerializer
-    pagination_class = None
 
     def get_permissions(self):
         if self.request.method == "POST":
@@ -178,25 +168,20 @@ class QueueAgreementApi(APIView):
     def get(self, request: Request, pk: int) -> Response:
         queue = get_object_or_404(Queue, pk=pk)
         agreement = selectors.queue_agreement(queue=queue)
-        return Response(
-            {
-                "items": agreement.items,
-                "percent_agreement": agreement.percent_agreement,
-                "cohens_kappa": agreement.cohens_kappa,
-                "label_counts": agreement.label_counts,
-                "gold": selectors.gold_agreement(queue=queue),
-            }
-        )
+        body = {
+            "items": agreement.items,
+            "percent_agreement": agreement.percent_agreement,
+            "cohens_kappa": agreement.cohens_kappa,
+            "label_counts": agreement.label_counts,
+            "gold": selectors.gold_agreement(queue=queue),
+        }
+        return Response(AgreementSerializer(body).data)
 
 
 def _claim_body(lease) -> dict:
     """What a reviewer gets with a lease: the item (blind) and the queue's current guidelines."""
     guidelines = selectors.guidelines_current(queue=lease.queue)
-    return {
-        "lease": LeaseSerializer(lease).data,
-        "item": ReviewItemSerializer(lease.output).data,
-        "guidelines": GuidelineSerializer(guidelines).data if guidelines else None,
-    }
+    return ClaimSerializer({"lease": lease, "item": lease.output, "guidelines": guidelines}).data
 
 
 class QueueClaimApi(APIView):
@@ -297,7 +282,6 @@ class ReviewUndoApi(APIView):
 class RoutingRuleListCreateApi(generics.ListAPIView):
     serializer_class = RoutingRuleSerializer
     queryset = RoutingRule.objects.select_related("queue").order_by("position", "id")
-    pagination_class = None
 
     def get_permissions(self):
         if self.request.method == "POST":

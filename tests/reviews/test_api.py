@@ -219,10 +219,10 @@ class TestQueuesAndRules:
         QueueFactory(name="visible")
         response = api(personas["reviewer"]).get("/api/queues/")
         assert response.status_code == 200
-        names = {q["name"] for q in response.data}
+        names = {q["name"] for q in response.data["results"]}
         assert "visible" in names and "escalations" not in names
-        assert "counts" in response.data[0]
-        lead_names = {q["name"] for q in api(personas["lead"]).get("/api/queues/").data}
+        assert "counts" in response.data["results"][0]
+        lead_names = {q["name"] for q in api(personas["lead"]).get("/api/queues/").data["results"]}
         assert "escalations" in lead_names
 
     def test_leads_create_queues_and_publish_guidelines(self, api, personas):

@@ -342,7 +342,7 @@ def test_rollback_returns_the_channel_to_the_version_before(
     first.refresh_from_db()
     assert channel.live_version is None and first.status == "approved"
     assert client.post("/api/channels/production/rollback/").status_code == 409
-    history = client.get("/api/channels/production/history/").json()
+    history = client.get("/api/channels/production/history/").json()["results"]
     assert [(h["action"], h["version"]["name"]) for h in history] == [
         ("withdraw", first.name),
         ("rollback", first.name),

@@ -150,7 +150,7 @@ def test_the_audit_log_exports_as_jsonl_with_its_hashes(api, personas, request_)
 def test_channel_list_for_external_serving(api, personas, request_):
     signoff_decide(user=personas["approver"], request=request_, decision="approve", comment="k")
     channel_deploy(user=personas["deployer"], channel=request_.channel, version=request_.version)
-    listing = api(personas["deployer"]).get("/api/channels/").json()
+    listing = api(personas["deployer"]).get("/api/channels/").json()["results"]
     assert listing[0]["live"]["name"] == request_.version.name
     assert listing[0]["policy"]["approvals_required"] == 1
     assert api(personas["reviewer"]).get("/api/channels/production/").status_code == 403

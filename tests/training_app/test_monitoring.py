@@ -361,7 +361,7 @@ def test_alerts_are_acknowledged_by_ml_engineers(api, personas, live, thresholds
     again = api(personas["ml_engineer"]).post(f"/api/monitoring/alerts/{alert.pk}/acknowledge/")
     assert again.status_code == 409
     listed = api(personas["auditor"]).get("/api/monitoring/alerts/?status=acknowledged").json()
-    assert [a["id"] for a in listed] == [alert.pk]
+    assert listed["count"] == 1 and [a["id"] for a in listed["results"]] == [alert.pk]
 
 
 def test_the_page_shows_plots_and_the_banner(client, personas, live, thresholds):

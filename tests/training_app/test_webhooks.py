@@ -19,6 +19,7 @@ from governance.services import (
     signoff_decide,
     signoff_request_create,
 )
+from monitoring import tasks
 from monitoring.models import WebhookDelivery
 from monitoring.services.webhooks import (
     backoff_seconds,
@@ -26,7 +27,6 @@ from monitoring.services.webhooks import (
     webhook_save,
     webhook_signature_valid,
 )
-from training_app import tasks
 
 from .governance_helpers import finish_evaluations, make_channel, make_version
 
@@ -291,9 +291,14 @@ def test_admins_create_webhooks_and_see_the_log(api, client, personas):
     )
     assert answer.status_code == 201, answer.json()
     assert len(answer.json()["secret"]) == 64
-    assert "secret" not in admin.get("/api/webhooks/").json()[0]
+    assert "secret" not in admin.get("/api/webhooks/").json()["results"][0]
     assert AuditEvent.objects.filter(action="webhook.created").count() == 1
-    assert admin.get("/api/webhooks/deliveries/").json() == []
+    assert admin.get("/api/webhooks/deliveries/").json() == {
+        "count": 0,
+        "next": None,
+        "previous": None,
+        "results": [],
+    }
     client.force_login(personas["admin"])
     page = client.get("/training/webhooks/")
     assert page.status_code == 200 and b"Delivery log" in page.content

@@ -32,16 +32,18 @@ def _lookup(model, field: str, **query):
         raise InvalidTrainingRequest(f"{field}: not found.", field=field) from exc
 
 
-class TrainingRunListCreateApi(APIView):
+class TrainingRunListCreateApi(generics.ListAPIView):
+    # Training runs, newest first, paginated; launch one (ml_engineer, admin).
+    serializer_class = TrainingRunOutput
+
     def get_permissions(self):
         if self.request.method == "POST":
             return [allowed("training.launch")()]
         return [allowed("training.view")()]
 
-    @extend_schema(responses=TrainingRunOutput(many=True))
-    def get(self, request):
-        runs = training_runs_list()[:100]
-        return Response(TrainingRunOutput(runs, many=True).data)
+    def get_queryset(self):
+        # pk breaks ties between runs created in the same instant, so pages never overlap.
+        return training_runs_list().order_by("-created_at", "-pk")
 
     @extend_schema(request=TrainingRunCreateInput, responses={201: TrainingRunOutput})
     def post(self, request):
