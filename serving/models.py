@@ -21,7 +21,7 @@ class ChannelTry(models.Model):
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
 
-    # Enforced by services.channel_try.channel_try_transition. Running -> running is a
+    # Read by core.lifecycle.transition (services.channel_try). Running -> running is a
     # redelivered message taking over a job whose worker died mid-answer.
     TRANSITIONS = {
         Status.QUEUED: {Status.RUNNING, Status.FAILED},

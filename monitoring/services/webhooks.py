@@ -26,6 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.audit import audit_append
+from core.jobs import JobSpec, due_jobs_resend, jobs_due
 from core.permissions import can
 from governance.errors import GovernanceForbidden, InvalidGovernanceRequest
 from monitoring.models import Webhook, WebhookDelivery
@@ -39,6 +40,25 @@ TIMESTAMP_HEADER = "X-Signoff-Timestamp"
 
 def _conf(key: str) -> Any:
     return settings.SIGNOFF_MONITORING[key]
+
+
+def _send_delivery(delivery_id: Any) -> None:
+    from monitoring.tasks import deliver_webhook
+
+    deliver_webhook.send(delivery_id)
+
+
+# A delivery is retried on a schedule rather than leased: each attempt claims it by pushing
+# next_attempt_at past the request's timeout, so "due" is both "its retry time came" and "the
+# attempt that claimed it died". The broker is not asked (no message id is kept): the claim
+# makes a second send a no-op.
+WEBHOOK_DELIVERY_JOB = JobSpec(
+    model=WebhookDelivery,
+    audit_as="webhook_delivery",
+    queued=WebhookDelivery.Status.PENDING,
+    due_field="next_attempt_at",
+    enqueue=_send_delivery,
+)
 
 
 def can_configure_webhooks(user: AbstractBaseUser) -> bool:
@@ -252,18 +272,11 @@ def webhook_deliver(*, delivery_id: Any) -> WebhookDelivery | None:
 
 def webhook_deliveries_due(*, now: Any = None) -> list[str]:
     """Pending deliveries whose time came (a lost message is picked up again by the sweep)."""
-    now = now or timezone.now()
-    due = WebhookDelivery.objects.filter(status="pending", next_attempt_at__lte=now)
-    return [str(pk) for pk in due.values_list("pk", flat=True)]
+    return jobs_due(WEBHOOK_DELIVERY_JOB, now=now or timezone.now())
 
 
 def webhook_deliveries_resend() -> int:
     """Send again the deliveries that are due but whose broker message was lost; how many."""
-    from monitoring.tasks import deliver_webhook
-
-    due = webhook_deliveries_due()
-    for delivery_id in due:
-        # The delivery claims its attempt in the database, so a message that was not lost
-        # after all makes the second send a no-op.
-        deliver_webhook.send(delivery_id)
-    return len(due)
+    # The delivery claims its attempt in the database, so a message that was not lost after
+    # all makes the second send a no-op.
+    return len(due_jobs_resend(WEBHOOK_DELIVERY_JOB, now=timezone.now()))

@@ -12,16 +12,15 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from config.dramatiq import broker_message_ids, send_after_commit
-from core.audit import audit_append
+from config.dramatiq import send_after_commit
 from core.errors import ApplicationError
+from core.jobs import DEFAULT_RESEND_AFTER_SECONDS, JobSpec, lost_messages_resend
+from core.lifecycle import transition
 from core.permissions import can
 from governance.models import Channel
 from serving.models import ChannelTry
 from serving.services.generate import channel_generate, channel_generate_check
 from training_app.errors import TransitionRefused
-from training_app.services.leases import lost_messages_resend
-from training_app.services.runs import _conf
 
 logger = logging.getLogger(__name__)
 
@@ -34,15 +33,38 @@ def try_timeout_seconds() -> float:
     return float(settings.SIGNOFF_GOVERNANCE.get("TRY_TIMEOUT_SECONDS", TRY_TIMEOUT_SECONDS))
 
 
-def channel_try_transition(*, job: ChannelTry, to: str, **fields: Any) -> bool:
-    """Compare-and-set of the job's status; False when another delivery got there first."""
-    frm = job.status
-    if to not in ChannelTry.TRANSITIONS[ChannelTry.Status(frm)]:
-        raise TransitionRefused(f"Try {job.pk} cannot go from {frm} to {to}.")
-    if ChannelTry.objects.filter(pk=job.pk, status=frm).update(status=to, **fields) != 1:
+def _resend_after_seconds() -> float:
+    # The setting training runs and evaluations use too: one broker, one notion of "lost".
+    conf: dict[str, Any] = settings.SIGNOFF_TRAINING
+    return conf.get("RESEND_AFTER_SECONDS", DEFAULT_RESEND_AFTER_SECONDS)
+
+
+class _TryTaken(Exception):
+    """Another delivery moved the job first: this one's compare-and-set lost."""
+
+
+def _try_transition(job: ChannelTry, to: str, where: Any = None, **fields: Any) -> bool:
+    try:
+        transition(
+            job,
+            to,
+            refused=lambda frm, to: TransitionRefused(
+                f"Try {job.pk} cannot go from {frm} to {to}."
+            ),
+            changed=lambda frm: _TryTaken(),
+            where=where,
+            fields=fields,
+            refresh=True,
+        )
+    except _TryTaken:
         return False
-    job.refresh_from_db()
     return True
+
+
+def channel_try_transition(*, job: ChannelTry, to: str, **fields: Any) -> bool:
+    """Compare-and-set of the job's status (`core.lifecycle.transition`, against
+    `ChannelTry.TRANSITIONS`); False when another delivery got there first."""
+    return _try_transition(job, to, **fields)
 
 
 @transaction.atomic
@@ -67,70 +89,52 @@ def _enqueue_try(job_id: Any) -> str:
     return message.message_id
 
 
+def _try_actor() -> Any:
+    from serving.tasks import answer_channel_try
+
+    return answer_channel_try
+
+
+# A "Try it" job has no lease: a redelivered message takes over a job left running longer than
+# any answer takes. What the sweep needs is its broker side.
+CHANNEL_TRY_JOB = JobSpec(
+    model=ChannelTry,
+    audit_as="channel_try",
+    resend_after_s=_resend_after_seconds,
+    actor=_try_actor,
+    enqueue=_enqueue_try,
+)
+
+
 def channel_tries_sweep(*, now: datetime | None = None) -> dict[str, list[str]]:
     """For `run_maintenance`: send again the message of each queued job whose message was lost
     (queued longer than SIGNOFF_TRAINING["RESEND_AFTER_SECONDS"], no longer in the broker),
     and of each running job whose worker died (running longer than the job's timeout): the
     actor takes such a job over. Idempotent: a job that is done, or that another delivery
     claimed, makes the extra message a no-op."""
-    from serving.tasks import answer_channel_try
-
     now = now or timezone.now()
-    resent = lost_messages_resend(
-        model=ChannelTry,
-        actor=answer_channel_try,
-        object_type="channel_try",
-        enqueue=_enqueue_try,
-        now=now,
-    )
-    return {"resent": resent, "taken back": _dead_workers_resend(answer_channel_try, now)}
+    resent = lost_messages_resend(CHANNEL_TRY_JOB, now=now)
+    return {"resent": resent, "taken back": _dead_workers_resend(now)}
 
 
-def _dead_workers_resend(actor: Any, now: datetime) -> list[str]:
+def _dead_workers_resend(now: datetime) -> list[str]:
     stale = now - timedelta(seconds=try_timeout_seconds() + 60)
-    sent_before = now - timedelta(seconds=_conf("RESEND_AFTER_SECONDS"))
-    running = ChannelTry.Status.RUNNING
-    dead = list(
-        ChannelTry.objects.filter(status=running, started_at__lt=stale)
-        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=sent_before))
-        .values_list("pk", "message_id")
+    sent_before = now - timedelta(seconds=CHANNEL_TRY_JOB.resend_after_s())
+    dead = Q(status=ChannelTry.Status.RUNNING, started_at__lt=stale) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=sent_before)
     )
-    if not dead:
-        return []
-    import redis
 
-    try:
-        held = broker_message_ids(actor.broker, actor.queue_name)
-    except redis.RedisError as exc:
-        logger.warning("broker unreachable (%s): dead tries are looked for next time", exc)
-        return []
-    taken = []
-    for pk, message_id in dead:
-        if held is not None and message_id in held:
-            continue  # the broker gave the message back already (redelivery of a dead worker's)
-        with transaction.atomic():
-            row = (
-                ChannelTry.objects.select_for_update()
-                .filter(pk=pk, status=running, started_at__lt=stale, message_id=message_id)
-                .first()
-            )
-            if row is None:
-                continue
-            new_id = _enqueue_try(pk)
-            audit_append(
-                actor=None,
-                action="channel_try.message_resent",
-                object_type="channel_try",
-                object_id=pk,
-                payload={
-                    "lost_message": message_id,
-                    "message": new_id,
-                    "why": "its worker went silent past the job's timeout",
-                },
-            )
-        logger.warning("channel try %s: worker silent since %s; sent again", pk, row.started_at)
-        taken.append(str(pk))
-    return taken
+    def logged(row: ChannelTry, message_id: str, why: str) -> None:
+        logger.warning("channel try %s: worker silent since %s; sent again", row.pk, row.started_at)
+
+    return lost_messages_resend(
+        CHANNEL_TRY_JOB,
+        now=now,
+        waiting=dead,
+        why="its worker went silent past the job's timeout",
+        looked_for="dead tries",
+        logged=logged,
+    )
 
 
 def _external_id(job: ChannelTry) -> str:
@@ -154,12 +158,15 @@ def channel_try_execute(*, job_id: Any) -> ChannelTry | None:
     if job.status != ChannelTry.Status.QUEUED and not takeover:
         logger.info("channel try %s is %s: nothing to do", job.pk, job.status)
         return job
-    claimed = ChannelTry.objects.filter(pk=job.pk, status=job.status)
+    # A takeover is a compare-and-set on the start it read too: two redeliveries of a dead
+    # worker's job race for it, and one wins.
+    where = None
     if takeover:
-        claimed = claimed.filter(Q(started_at__isnull=True) | Q(started_at__lt=stale))
-    if claimed.update(status=ChannelTry.Status.RUNNING, started_at=timezone.now()) != 1:
+        where = (
+            {"started_at__isnull": True} if job.started_at is None else {"started_at__lt": stale}
+        )
+    if not _try_transition(job, ChannelTry.Status.RUNNING, where=where, started_at=timezone.now()):
         return job  # another delivery claimed it first
-    job.refresh_from_db()
     try:
         output, answer = channel_generate(
             user=job.user,

@@ -7,9 +7,9 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from monitoring import tasks
 from monitoring.models import WebhookDelivery
 from monitoring.services.webhooks import webhook_save
-from training_app import tasks
 from training_app.models import Evaluation, TrainingRun
 from training_app.services import training_run_create
 

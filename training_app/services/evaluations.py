@@ -1,12 +1,11 @@
 """Evaluation of a model version against its parent (or the bare base model), as a job.
 
-Leased like a training run (owner + heartbeat + attempts): a duplicate delivery does nothing, the
-sweep takes back an evaluation whose worker died and fails it after MAX_ATTEMPTS, and sends
-again the message of a queued one that the broker lost."""
+Leased like a training run (owner + heartbeat + attempts, `core.jobs` with `EVALUATION_JOB`): a
+duplicate delivery does nothing, the sweep takes back an evaluation whose worker died and fails
+it after MAX_ATTEMPTS, and sends again the message of a queued one that the broker lost."""
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,18 @@ from django.utils import timezone
 
 from config.dramatiq import send_after_commit
 from core.audit import audit_append
+from core.jobs import (
+    JobSpec,
+    LeaseHeartbeat,
+    gave_up_reason,
+    lost_messages_resend,
+    stale_leases_sweep,
+)
 from core.lifecycle import transition
 from datasets_app.selectors import dataset_version_rows
 from training_app.errors import TransitionRefused
 from training_app.models import Evaluation, ModelVersion
-from training_app.services.leases import LeaseHeartbeat, lost_messages_resend
+from training_app.services import leases
 from training_app.services.versions import model_version_loadable_adapter, model_version_transition
 
 logger = logging.getLogger(__name__)
@@ -168,14 +174,12 @@ def evaluation_execute(*, evaluation_id: Any, owner: str) -> Evaluation | None:
     ):
         logger.info("evaluation %s already taken or gone; delivery ignored", evaluation_id)
         return None
-    conf: dict[str, Any] = settings.SIGNOFF_TRAINING
-    heartbeat = LeaseHeartbeat(evaluation.pk, owner, conf["HEARTBEAT_SECONDS"], model=Evaluation)
+    heartbeat = LeaseHeartbeat(EVALUATION_JOB, evaluation.pk, owner, leases.heartbeat_seconds())
     heartbeat.start()
     try:
         return _evaluation_run(evaluation, owner)
     finally:
-        heartbeat.stopped.set()
-        heartbeat.join()
+        heartbeat.stop()
 
 
 def _evaluation_run(evaluation: Evaluation, owner: str) -> Evaluation | None:
@@ -270,64 +274,59 @@ def _evaluation_run(evaluation: Evaluation, owner: str) -> Evaluation | None:
     return evaluation
 
 
+def _sweep_move(evaluation: Evaluation, to: str, reason: str, **fields: Any) -> bool:
+    if not _eval_transition(
+        evaluation, Evaluation.Status.RUNNING, to, owner=evaluation.lease_owner, **fields
+    ):
+        return False
+    audit_append(
+        actor=None,
+        action=f"evaluation.{to}",
+        object_type="evaluation",
+        object_id=evaluation.pk,
+        payload={"from": "running", "to": to, "reason": reason},
+    )
+    return True
+
+
+def _sweep_requeue(evaluation: Evaluation, lost: str, now: Any) -> bool:
+    fields = {"lease_owner": "", "heartbeat_at": None}
+    if not _sweep_move(evaluation, Evaluation.Status.QUEUED, lost, **fields):
+        return False
+    _enqueue_evaluation(evaluation.pk)
+    return True
+
+
+def _sweep_fail(evaluation: Evaluation, lost: str, now: Any) -> bool:
+    reason = gave_up_reason(evaluation.attempts, lost)
+    fields = {"failure_reason": reason, "finished_at": now}
+    return _sweep_move(evaluation, Evaluation.Status.FAILED, reason, **fields)
+
+
+def _evaluation_actor() -> Any:
+    from training_app.tasks import evaluate_model_version
+
+    return evaluate_model_version
+
+
+EVALUATION_JOB = JobSpec(
+    model=Evaluation,
+    audit_as="evaluation",
+    stale_after_s=leases.stale_after_seconds,
+    resend_after_s=leases.resend_after_seconds,
+    max_attempts=leases.max_attempts,
+    actor=_evaluation_actor,
+    enqueue=_enqueue_evaluation,
+    requeue=_sweep_requeue,
+    fail=_sweep_fail,
+)
+
+
 def evaluations_sweep(*, now: Any = None) -> dict[str, list[str]]:
     """Take back evaluations whose worker stopped heartbeating (re-queue them, or fail them
     after MAX_ATTEMPTS lost attempts), then send again the message of every queued evaluation
     that the broker no longer holds."""
-    conf: dict[str, Any] = settings.SIGNOFF_TRAINING
     now = now or timezone.now()
-    stale_before = now - timedelta(seconds=conf["STALE_AFTER_SECONDS"])
-    done: dict[str, list[str]] = {"requeued": [], "failed": [], "resent": []}
-    stale = Evaluation.objects.filter(
-        status=Evaluation.Status.RUNNING, heartbeat_at__lt=stale_before
-    ).values_list("pk", flat=True)
-    for pk in stale:
-        with transaction.atomic():
-            # Locked: a worker that just came back to life keeps it if its heartbeat won.
-            evaluation = (
-                Evaluation.objects.select_for_update(no_key=True)
-                .filter(pk=pk, status=Evaluation.Status.RUNNING, heartbeat_at__lt=stale_before)
-                .first()
-            )
-            if evaluation is None:
-                continue
-            seen = f"{evaluation.heartbeat_at:%Y-%m-%d %H:%M:%S}"
-            lost = f"worker {evaluation.lease_owner} stopped (last heartbeat {seen})"
-            if evaluation.attempts >= conf["MAX_ATTEMPTS"]:
-                reason = f"lost its worker {evaluation.attempts} times; last: {lost}"
-                to, fields = (
-                    Evaluation.Status.FAILED,
-                    {
-                        "failure_reason": reason,
-                        "finished_at": now,
-                    },
-                )
-            else:
-                reason = lost
-                to, fields = Evaluation.Status.QUEUED, {"lease_owner": "", "heartbeat_at": None}
-            if not _eval_transition(
-                evaluation, Evaluation.Status.RUNNING, to, owner=evaluation.lease_owner, **fields
-            ):
-                continue
-            audit_append(
-                actor=None,
-                action=f"evaluation.{to}",
-                object_type="evaluation",
-                object_id=pk,
-                payload={"from": "running", "to": to, "reason": reason},
-            )
-            if to == Evaluation.Status.QUEUED:
-                _enqueue_evaluation(pk)
-                done["requeued"].append(str(pk))
-            else:
-                done["failed"].append(str(pk))
-    from training_app.tasks import evaluate_model_version
-
-    done["resent"] = lost_messages_resend(
-        model=Evaluation,
-        actor=evaluate_model_version,
-        object_type="evaluation",
-        enqueue=_enqueue_evaluation,
-        now=now,
-    )
+    done = stale_leases_sweep(EVALUATION_JOB, now=now)
+    done["resent"] = lost_messages_resend(EVALUATION_JOB, now=now)
     return done

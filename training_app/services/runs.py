@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
@@ -20,6 +19,7 @@ from django.utils.text import slugify
 
 from config.dramatiq import send_after_commit
 from core.audit import audit_append
+from core.jobs import JobSpec, gave_up_reason
 from core.lifecycle import transition
 from core.permissions import can
 from datasets_app.models import DatasetVersion
@@ -30,6 +30,7 @@ from training_app.errors import (
     TransitionRefused,
 )
 from training_app.models import BaseModel, ModelVersion, TrainingRun
+from training_app.services import leases
 from training_app.services.base_models import base_model_default
 from training_app.services.versions import model_version_transition
 from training_app.training.hyperparameters import HyperparameterError
@@ -45,16 +46,7 @@ PARENT_STATUSES = {
     ModelVersion.Status.DEPLOYED,
 }
 
-
-# Until config/settings/base.py names it: how long a queued job's message may be missing from
-# the broker before the sweep sends it again (it covers the moment between commit and send).
-RESEND_AFTER_SECONDS = 60
-
-
-def _conf(key: str) -> Any:
-    if key == "RESEND_AFTER_SECONDS":
-        return settings.SIGNOFF_TRAINING.get(key, RESEND_AFTER_SECONDS)
-    return settings.SIGNOFF_TRAINING[key]
+_conf = leases.training_conf
 
 
 def can_launch_training(user: AbstractBaseUser) -> bool:
@@ -292,3 +284,56 @@ def _end_run(
         payload={"run": str(run.pk), "reason": reason},
     )
     return run
+
+
+# -- the job: what core.jobs needs to heartbeat, sweep and resend a run ------------------------
+
+
+def _sweep_requeue(run: TrainingRun, lost: str, now: Any) -> bool:
+    _run_transition(
+        run=run,
+        to=TrainingRun.Status.QUEUED,
+        actor=None,
+        owner=run.lease_owner,
+        payload={"reason": lost, "attempts": run.attempts},
+        lease_owner="",
+        heartbeat_at=None,
+    )
+    _enqueue_training(run.pk)
+    return True
+
+
+def _sweep_fail(run: TrainingRun, lost: str, now: Any) -> bool:
+    reason = gave_up_reason(run.attempts, lost)
+    _end_run(
+        run=run, to=TrainingRun.Status.FAILED, actor=None, reason=reason, owner=run.lease_owner
+    )
+    return True
+
+
+def _sweep_cancel(run: TrainingRun, lost: str, now: Any) -> bool:
+    _end_run(
+        run=run, to=TrainingRun.Status.CANCELLED, actor=None, reason=lost, owner=run.lease_owner
+    )
+    return True
+
+
+def _training_actor() -> Any:
+    from training_app.tasks import train_model_version
+
+    return train_model_version
+
+
+TRAINING_RUN_JOB = JobSpec(
+    model=TrainingRun,
+    audit_as="training_run",
+    stale_after_s=leases.stale_after_seconds,
+    resend_after_s=leases.resend_after_seconds,
+    max_attempts=leases.max_attempts,
+    actor=_training_actor,
+    enqueue=_enqueue_training,
+    cancel_requested=lambda run: run.cancel_requested_at is not None,
+    requeue=_sweep_requeue,
+    fail=_sweep_fail,
+    cancel=_sweep_cancel,
+)

@@ -15,13 +15,13 @@ from django.db.models import F
 from django.utils import timezone
 
 from core.audit import audit_append
+from core.jobs import LeaseHeartbeat, lease_renew
 from core.lifecycle import transition
 from datasets_app.selectors import dataset_version_rows
 from training_app.errors import LeaseLost, TransitionRefused
 from training_app.models import ModelVersion, TrainingRun
 from training_app.services.base_models import base_model_verify
-from training_app.services.leases import LeaseHeartbeat
-from training_app.services.runs import _conf, _end_run, _run_transition
+from training_app.services.runs import TRAINING_RUN_JOB, _conf, _end_run, _run_transition
 from training_app.services.versions import (
     model_version_loadable_adapter,
     model_version_store_adapter,
@@ -113,10 +113,10 @@ def _make_hooks(
             self.lines: deque[str] = deque(run.log_tail.splitlines(), maxlen=_conf("LOG_LINES"))
 
         def _write(self, **extra: Any) -> None:
-            alive = TrainingRun.objects.filter(
-                pk=run.pk, status=TrainingRun.Status.RUNNING, lease_owner=owner
-            ).update(
-                heartbeat_at=timezone.now(),
+            alive = lease_renew(
+                TRAINING_RUN_JOB,
+                pk=run.pk,
+                owner=owner,
                 progress=self.progress,
                 loss_history=_downsample(self.losses),
                 eval_history=self.evals,
@@ -228,7 +228,7 @@ def training_run_execute(
     from training_app.training.trainer import TrainingArguments, TrainingCancelled, TrainingFailed
     from training_app.training.trainer import run as train
 
-    heartbeat = LeaseHeartbeat(run.pk, owner, _conf("HEARTBEAT_SECONDS"))
+    heartbeat = LeaseHeartbeat(TRAINING_RUN_JOB, run.pk, owner, _conf("HEARTBEAT_SECONDS"))
     heartbeat.start()
     hooks = _make_hooks(run, owner, heartbeat, on_progress)
     try:
@@ -275,8 +275,7 @@ def training_run_execute(
         _worker_end(run, owner, hooks, TrainingRun.Status.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        heartbeat.stopped.set()
-        heartbeat.join()
+        heartbeat.stop()
     try:
         return training_run_succeed(
             run=run, owner=owner, result=result, hooks=hooks, evaluate=evaluate
