@@ -8,6 +8,8 @@ import uuid
 from django.db.models import F
 from django.utils import timezone
 
+from core.jobs import lease_renew
+
 from ..models import DatasetVersion
 
 
@@ -19,10 +21,10 @@ class _LeaseLost(Exception):
 def _set_progress(version_id: int, run_token: str, step: str, done: int, total: int) -> None:
     """Record progress and renew the build's heartbeat; raises _LeaseLost if the build was
     taken away from this worker."""
-    alive = DatasetVersion.objects.filter(
-        pk=version_id, status=DatasetVersion.Status.BUILDING, run_token=run_token
-    ).update(progress={"step": step, "done": done, "total": total}, heartbeat_at=timezone.now())
-    if not alive:
+    from .recovery import DATASET_BUILD_JOB  # recovery builds on these leases
+
+    progress = {"step": step, "done": done, "total": total}
+    if not lease_renew(DATASET_BUILD_JOB, pk=version_id, owner=run_token, progress=progress):
         raise _LeaseLost(f"dataset version {version_id}: build taken over or ended")
 
 
