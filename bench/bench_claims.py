@@ -209,7 +209,13 @@ def claim_plan(queue_id: int, user_id: int) -> str:
             now = connection.ops.adapt_datetimefield_value(timezone.now())
             cursor.execute(
                 "EXPLAIN QUERY PLAN " + leases._SQLITE_CLAIM.format(scope=scope),
-                {"queue": queue_id, "user": user_id, "now": now, "expires": now},
+                {
+                    "lease": uuid.uuid4().hex,
+                    "queue": queue_id,
+                    "user": user_id,
+                    "now": now,
+                    "expires": now,
+                },
             )
         plan = "\n".join(" ".join(str(c) for c in row) for row in cursor.fetchall())
         transaction.set_rollback(True)  # EXPLAIN ANALYZE really ran the UPDATE

@@ -86,7 +86,30 @@ class OutputSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class IngestItemListSerializer(serializers.ListSerializer):
+    """The items of an ingest answer, up to 1,000 a request: the same JSON that DRF's field by
+    field serialization gives (IngestItemSerializer's fields still document it), built in one
+    comprehension, which is ~20x faster for a batch of 1,000 (issue 19)."""
+
+    def to_representation(self, data):
+        return [
+            {
+                "id": int(item.id),
+                "external_id": str(item.external_id),
+                "source": str(item.source),
+                "status": str(item.status),
+                "queue": None if item.queue is None else str(item.queue),
+                "routing_reason": str(item.routing_reason),
+                "created": bool(item.created),
+            }
+            for item in data
+        ]
+
+
 class IngestItemSerializer(serializers.Serializer):
+    class Meta:
+        list_serializer_class = IngestItemListSerializer
+
     id = serializers.IntegerField()
     external_id = serializers.CharField()
     source = serializers.CharField()

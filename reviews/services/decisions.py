@@ -5,8 +5,8 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from core.audit.chain import audit_append, audit_append_many
@@ -14,10 +14,9 @@ from core.lifecycle import transition
 from core.permissions import require
 from reviews.diffing import word_diff
 from reviews.errors import AlreadyResolved, LeaseLost, PermissionRefused, ValidationFailed
-from reviews.models import Lease, Output, Review
+from reviews.models import GuidelineVersion, Lease, Output, Review
 from reviews.roles import can_work_queue
-from reviews.selectors import guidelines_current
-from reviews.services.leases import _held_lease, lease_end
+from reviews.services.leases import check_held, held_lease_query
 from reviews.services.text import unstorable
 
 Decision = Review.Decision
@@ -92,12 +91,18 @@ def review_submit(
     reason: str = "",
     comment: str = "",
 ) -> Review:
-    """Record a decision on the item the caller holds a live lease on (else LeaseLost → 409)."""
-    lease = _held_lease(lease_id, user, check_output=False)
-    if not can_work_queue(user, lease.queue):
-        raise PermissionRefused(f"You may not work the queue '{lease.queue.name}'.")
-    # Locked: the lease check above and the resolution below must see the same item state.
-    output = Output.objects.select_for_update(no_key=True).get(pk=lease.output_id)
+    """Record a decision on the item the caller holds a live lease on (else LeaseLost → 409).
+
+    The hot path of the review loop, written for few round trips: one statement locks the lease
+    and its output and reads the database clock and the queue's current guidelines; then the
+    review is inserted, the lease ended, the output released and (when this decision settles
+    it) resolved or escalated in one compare-and-set UPDATE, and the audit events appended."""
+    # Locked together: the lease check and the resolution below must see the same item state.
+    lease = check_held(_decision_query().filter(pk=lease_id).first(), user)
+    queue = lease.queue
+    if not can_work_queue(user, queue):
+        raise PermissionRefused(f"You may not work the queue '{queue.name}'.")
+    output = lease.output
     if not lease.is_gold and output.lease_id != lease.pk:
         raise LeaseLost("Another reviewer has this item now.")
     stage = _stage_for(lease, output)
@@ -110,12 +115,13 @@ def review_submit(
         stage=stage,
         max_text=settings.SIGNOFF["MAX_TEXT_CHARS"],
     )
+    guideline = _guideline_of(lease)
     review = Review.objects.create(
         output=output,
         reviewer=user,
         lease=lease,
-        queue=lease.queue,
-        guideline_version=guidelines_current(queue=lease.queue),
+        queue=queue,
+        guideline_version=guideline,
         stage=stage,
         decision=decision,
         original_output=output.output_text,
@@ -138,27 +144,61 @@ def review_submit(
                 "review": review.pk,
                 "stage": stage,
                 "decision": decision,
-                "queue": lease.queue.name,
-                "guideline_version": review.guideline_version.version
-                if review.guideline_version
-                else None,
+                "queue": queue.name,
+                "guideline_version": guideline.version if guideline else None,
                 "corrected": bool(review.corrected_output),
             },
         }
     ]
-    if stage == Review.Stage.GOLD:
-        lease_end(lease, Lease.EndReason.SUBMITTED)
-    else:
-        lease_end(lease, Lease.EndReason.SUBMITTED, reviews_done=F("reviews_done") + 1)
+    _end_lease(lease)
+    if stage != Review.Stage.GOLD:
+        # The output's lease is released in the same UPDATE that resolves or escalates it.
+        release = {"lease": None, "lease_expires_at": None, "reviews_done": F("reviews_done") + 1}
         output.reviews_done += 1
         if stage == Review.Stage.LEAD:
-            events.append(_resolve(output, review, by=Output.ResolvedBy.LEAD))
+            event = _resolve(output, review, by=Output.ResolvedBy.LEAD, release=release)
         elif decision == Decision.ESCALATE:
-            events.append(_escalate(output, why=f"escalated by a reviewer: {reason.strip()[:200]}"))
-        elif output.reviews_done >= lease.queue.required_reviews:
-            events.append(_settle(output, review, required=lease.queue.required_reviews))
+            why = f"escalated by a reviewer: {reason.strip()[:200]}"
+            event = _escalate(output, why=why, release=release)
+        elif output.reviews_done >= queue.required_reviews:
+            event = _settle(output, review, required=queue.required_reviews, release=release)
+        else:
+            event = None
+            Output.objects.filter(pk=output.pk, lease_id=lease.pk).update(**release)
+        output.lease = None
+        output.lease_expires_at = None
+        if event is not None:
+            events.append(event)
     audit_append_many(actor=user, events=events)
     return review
+
+
+def _decision_query():
+    """held_lease_query locking the output too, with the queue's current guideline version
+    (id and number) read in the same statement."""
+    current = GuidelineVersion.objects.filter(queue_id=OuterRef("queue_id")).order_by("-version")
+    return held_lease_query(lock_output=True).annotate(
+        guideline_id=Subquery(current.values("id")[:1]),
+        guideline_number=Subquery(current.values("version")[:1]),
+    )
+
+
+def _guideline_of(lease: Lease) -> GuidelineVersion | None:
+    """The guideline version read with the lease, as a model instance whose other fields load
+    on first use (what guidelines_current would have returned)."""
+    if lease.guideline_id is None:  # type: ignore[attr-defined]
+        return None
+    return GuidelineVersion.from_db(
+        connection.alias,
+        ["id", "queue_id", "version"],
+        [lease.guideline_id, lease.queue_id, lease.guideline_number],  # type: ignore[attr-defined]
+    )
+
+
+def _end_lease(lease: Lease) -> None:
+    lease.ended_at = timezone.now()
+    lease.end_reason = Lease.EndReason.SUBMITTED
+    Lease.objects.filter(pk=lease.pk).update(ended_at=lease.ended_at, end_reason=lease.end_reason)
 
 
 def _stage_for(lease: Lease, output: Output) -> str:
@@ -177,10 +217,12 @@ def _agrees_with_gold(output: Output, decision: str) -> bool:
     return decision == RESOLUTION_TO_DECISION.get(output.resolution)
 
 
-def _settle(output: Output, review: Review, *, required: int) -> dict[str, Any]:
+def _settle(
+    output: Output, review: Review, *, required: int, release: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """All required reviews are in: resolve on consensus, escalate on disagreement."""
     if required == 1:
-        return _resolve(output, review, by=Output.ResolvedBy.SINGLE)
+        return _resolve(output, review, by=Output.ResolvedBy.SINGLE, release=release)
     reviews = list(
         output.reviews.filter(stage=Review.Stage.REVIEW, undone_at__isnull=True).order_by(
             "created_at", "id"
@@ -189,34 +231,43 @@ def _settle(output: Output, review: Review, *, required: int) -> dict[str, Any]:
     decisions = {r.decision for r in reviews}
     if len(decisions) > 1:
         summary = ", ".join(sorted(r.decision for r in reviews))
-        return _escalate(output, why=f"reviewers disagreed ({summary})")
+        return _escalate(output, why=f"reviewers disagreed ({summary})", release=release)
     if Decision.CORRECT in decisions and not all(
         _same_text(r.corrected_output, reviews[0].corrected_output) for r in reviews
     ):
-        return _escalate(output, why="reviewers corrected the output differently")
+        return _escalate(output, why="reviewers corrected the output differently", release=release)
     by = Output.ResolvedBy.SINGLE if len(reviews) == 1 else Output.ResolvedBy.CONSENSUS
-    return _resolve(output, reviews[-1], by=by)
+    return _resolve(output, reviews[-1], by=by, release=release)
 
 
-def _transition(output: Output, to: str, **changes: Any) -> None:
-    """Compare-and-set on the status: the only place an output's status changes after ingest."""
+def _transition(
+    output: Output, to: str, release: dict[str, Any] | None = None, **changes: Any
+) -> None:
+    """Compare-and-set on the status: the only place an output's status changes after ingest.
+    `release` (lease fields) frees the caller's lease on the output in the same UPDATE, which
+    then also requires the output to still point at that lease."""
+    where = {"lease_id": output.lease_id} if release else None
     transition(
         output,
         to,
         refused=lambda frm, to: AlreadyResolved(f"An item cannot go from {frm} to {to}."),
         changed=lambda frm: AlreadyResolved("This item changed in the meantime."),
-        fields=changes,
+        where=where,
+        fields={**(release or {}), **changes},
         touch=("updated_at",),
     )
 
 
-def _resolve(output: Output, review: Review, *, by: str) -> dict[str, Any]:
+def _resolve(
+    output: Output, review: Review, *, by: str, release: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Resolve the output; return the audit event recording it."""
     resolution = DECISION_TO_RESOLUTION[Decision(review.decision)]
     final = review.corrected_output if resolution == Resolution.CORRECTED else output.output_text
     _transition(
         output,
         Status.RESOLVED,
+        release,
         resolution=resolution,
         resolved_by=by,
         final_output=final,
@@ -230,9 +281,9 @@ def _resolve(output: Output, review: Review, *, by: str) -> dict[str, Any]:
     }
 
 
-def _escalate(output: Output, *, why: str) -> dict[str, Any]:
+def _escalate(output: Output, *, why: str, release: dict[str, Any] | None = None) -> dict[str, Any]:
     """Send the output to the leads; return the audit event recording it."""
-    _transition(output, Status.ESCALATED, escalated_at=timezone.now())
+    _transition(output, Status.ESCALATED, release, escalated_at=timezone.now())
     return {
         "action": "output.escalated",
         "object_type": "output",

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
+from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -19,42 +21,55 @@ from reviews.roles import can_work_queue
 
 OUTPUT_TABLE = Output._meta.db_table
 REVIEW_TABLE = "reviews_review"
+LEASE_TABLE = Lease._meta.db_table
 
 # PostgreSQL: lock the first available row and skip rows other claimers hold, so concurrent
 # claims never wait on each other nor return the same item. now() is the database's clock.
+# One statement picks the item, points it at the new lease and inserts the lease row: it runs
+# as its own transaction (one round trip, no BEGIN/COMMIT), and the output -> lease foreign key
+# is deferred to the end of that statement's transaction, when the lease row exists.
 _PG_CLAIM = f"""
-UPDATE {OUTPUT_TABLE} SET lease_id = %(lease)s,
-       lease_expires_at = now() + make_interval(secs => %(seconds)s)
-WHERE id = (
-    SELECT o.id FROM {OUTPUT_TABLE} o
-    WHERE {{scope}}
-      AND (o.lease_expires_at IS NULL OR o.lease_expires_at < now())
-      AND NOT EXISTS (
-          SELECT 1 FROM {REVIEW_TABLE} r
-          WHERE r.output_id = o.id AND r.reviewer_id = %(user)s AND r.undone_at IS NULL)
-    ORDER BY o.priority DESC, o.created_at, o.id
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED)
-RETURNING id, now(), lease_expires_at
+WITH picked AS (
+    UPDATE {OUTPUT_TABLE} SET lease_id = %(lease)s,
+           lease_expires_at = now() + make_interval(secs => %(seconds)s)
+    WHERE id = (
+        SELECT o.id FROM {OUTPUT_TABLE} o
+        WHERE {{scope}}
+          AND (o.lease_expires_at IS NULL OR o.lease_expires_at < now())
+          AND NOT EXISTS (
+              SELECT 1 FROM {REVIEW_TABLE} r
+              WHERE r.output_id = o.id AND r.reviewer_id = %(user)s AND r.undone_at IS NULL)
+        ORDER BY o.priority DESC, o.created_at, o.id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+    RETURNING id, lease_expires_at)
+INSERT INTO {LEASE_TABLE} (id, output_id, queue_id, reviewer_id, is_gold, claimed_at, expires_at,
+                           renewals, ended_at, end_reason)
+SELECT %(lease)s, id, %(queue)s, %(user)s, false, now(), lease_expires_at, 0, NULL, ''
+FROM picked
+RETURNING output_id, claimed_at, expires_at
 """
 
-# SQLite: one conditional UPDATE inside a BEGIN IMMEDIATE transaction (writers are serialised
-# by the database, so the row chosen cannot be taken by anyone else before we write it). It sets
-# only the expiry: pointing at a lease row that does not exist yet would make SQLite's deferred
-# foreign-key check scan the whole output table when that lease is inserted.
+# SQLite: inside a BEGIN IMMEDIATE transaction (writers are serialised by the database, so the
+# row chosen cannot be taken by anyone else before we write it), insert the lease row for the
+# chosen item, then point the item at it. In that order because pointing the output at a lease
+# row that does not exist yet would make SQLite's deferred foreign-key check scan the whole
+# output table when that lease is inserted. Two statements, no ORM, while the write lock is held.
 _SQLITE_CLAIM = f"""
-UPDATE {OUTPUT_TABLE} SET lease_expires_at = %(expires)s
-WHERE id = (
-    SELECT o.id FROM {OUTPUT_TABLE} o
-    WHERE {{scope}}
-      AND (o.lease_expires_at IS NULL OR o.lease_expires_at < %(now)s)
-      AND NOT EXISTS (
-          SELECT 1 FROM {REVIEW_TABLE} r
-          WHERE r.output_id = o.id AND r.reviewer_id = %(user)s AND r.undone_at IS NULL)
-    ORDER BY o.priority DESC, o.created_at, o.id
-    LIMIT 1)
-RETURNING id
+INSERT INTO {LEASE_TABLE} (id, output_id, queue_id, reviewer_id, is_gold, claimed_at, expires_at,
+                           renewals, ended_at, end_reason)
+SELECT %(lease)s, o.id, %(queue)s, %(user)s, 0, %(now)s, %(expires)s, 0, NULL, ''
+FROM {OUTPUT_TABLE} o
+WHERE {{scope}}
+  AND (o.lease_expires_at IS NULL OR o.lease_expires_at < %(now)s)
+  AND NOT EXISTS (
+      SELECT 1 FROM {REVIEW_TABLE} r
+      WHERE r.output_id = o.id AND r.reviewer_id = %(user)s AND r.undone_at IS NULL)
+ORDER BY o.priority DESC, o.created_at, o.id
+LIMIT 1
+RETURNING output_id
 """
+_SQLITE_POINT = f"UPDATE {OUTPUT_TABLE} SET lease_id = %s, lease_expires_at = %s WHERE id = %s"
 
 _SCOPE_QUEUE = "o.queue_id = %(queue)s AND o.status = 'pending'"
 _SCOPE_ESCALATED = "o.status = 'escalated'"
@@ -79,27 +94,28 @@ def _as_datetime(value: object) -> datetime:
 
 
 def _claim_row(queue: Queue, user: AbstractBaseUser, lease_id: uuid.UUID):
+    """Pick, lease and point: (output id, claimed at, expires at), or None when nothing is left.
+    On PostgreSQL one statement (its own transaction); on SQLite the caller holds the write
+    transaction."""
     scope = _SCOPE_ESCALATED if queue.kind == Queue.Kind.ESCALATION else _SCOPE_QUEUE
-    params: dict[str, object] = {
-        "queue": queue.pk,
-        "user": user.pk,
-        "seconds": queue.lease_seconds,
-    }
+    params: dict[str, object] = {"queue": queue.pk, "user": user.pk}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_PG_CLAIM.format(scope=scope), {**params, "lease": lease_id})
+            params |= {"lease": lease_id, "seconds": queue.lease_seconds}
+            cursor.execute(_PG_CLAIM.format(scope=scope), params)
             row = cursor.fetchone()
             if row is None:
                 return None
             return row[0], row[1], row[2]
         now = timezone.now()
         expires = now + timedelta(seconds=queue.lease_seconds)
-        params["now"] = connection.ops.adapt_datetimefield_value(now)
-        params["expires"] = connection.ops.adapt_datetimefield_value(expires)
+        adapt = connection.ops.adapt_datetimefield_value
+        params |= {"lease": lease_id.hex, "now": adapt(now), "expires": adapt(expires)}
         cursor.execute(_SQLITE_CLAIM.format(scope=scope), params)
         row = cursor.fetchone()
         if row is None:
             return None
+        cursor.execute(_SQLITE_POINT, [lease_id.hex, params["expires"], row[0]])
         return row[0], now, expires
 
 
@@ -142,24 +158,62 @@ def queue_claim_next(
         if lease is not None:
             return lease
     lease_id = uuid.uuid4()
-    with transaction.atomic():
+    if connection.vendor == "postgresql":
+        # One statement is its own transaction (or part of the caller's): no BEGIN/COMMIT or
+        # savepoint round trips.
         row = _claim_row(queue, user, lease_id)
-        if row is None:
-            return None
-        output_id, claimed_at, expires_at = row
-        # On PostgreSQL the output already points at this id (the foreign key is checked at
-        # commit); on SQLite it is pointed at it once the lease row exists.
-        lease = Lease.objects.create(
-            id=lease_id,
-            output_id=output_id,
-            queue=queue,
-            reviewer=user,
-            claimed_at=_as_datetime(claimed_at),
-            expires_at=_as_datetime(expires_at),
-        )
-        if connection.vendor != "postgresql":
-            Output.objects.filter(pk=output_id).update(lease_id=lease_id)
-        return lease
+    else:
+        with transaction.atomic():
+            row = _claim_row(queue, user, lease_id)
+    if row is None:
+        return None
+    output_id, claimed_at, expires_at = row
+    # The row just written, as a model instance, without reading it back.
+    lease = Lease(
+        id=lease_id,
+        output_id=output_id,
+        queue=queue,
+        reviewer=user,
+        is_gold=False,
+        claimed_at=_as_datetime(claimed_at),
+        expires_at=_as_datetime(expires_at),
+        renewals=0,
+        ended_at=None,
+        end_reason="",
+    )
+    lease._state.adding = False
+    lease._state.db = connection.alias
+    return lease
+
+
+def held_lease_query(*, lock_output: bool = False) -> QuerySet[Lease]:
+    """Leases with their queue, locked (the caller's transaction), with the database's clock
+    read in the same statement on PostgreSQL. `lock_output` also joins and locks the output row
+    in that one statement, for a caller that is about to change it."""
+    # of=self and no_key: a plain FOR UPDATE (or one on the joined queue row) conflicts with the
+    # foreign-key checks of concurrent claims and deadlocks; FOR NO KEY UPDATE does not.
+    query = Lease.objects.select_related("queue")
+    if lock_output:
+        query = query.select_related("output").select_for_update(of=("self", "output"), no_key=True)
+    else:
+        query = query.select_for_update(of=("self",), no_key=True)
+    if connection.vendor == "postgresql":
+        query = query.annotate(db_clock=RawSQL("now()", ()))
+    return query
+
+
+def check_held(lease: Lease | None, user: AbstractBaseUser) -> Lease:
+    """The lease (read by held_lease_query) if the caller holds it live; else raise why not."""
+    if lease is None:
+        raise NotFound("No such lease.")
+    if lease.reviewer_id != user.pk:
+        raise PermissionRefused("This lease belongs to another reviewer.")
+    if lease.ended_at is not None:
+        raise LeaseLost(f"This lease already ended ({lease.end_reason}).")
+    now = getattr(lease, "db_clock", None) or timezone.now()
+    if lease.expires_at <= now:
+        raise LeaseLost("This lease expired; the item went back to the queue.")
+    return lease
 
 
 def _held_lease(
@@ -169,22 +223,7 @@ def _held_lease(
 
     check_output=False leaves checking that the output still points at this lease to a caller
     that locks the output row anyway."""
-    # of=self and no_key: a plain FOR UPDATE (or one on the joined queue row) conflicts with the
-    # foreign-key checks of concurrent claims and deadlocks; FOR NO KEY UPDATE does not.
-    lease = (
-        Lease.objects.select_for_update(of=("self",), no_key=True)
-        .select_related("queue")
-        .filter(pk=lease_id)
-        .first()
-    )
-    if lease is None:
-        raise NotFound("No such lease.")
-    if lease.reviewer_id != user.pk:
-        raise PermissionRefused("This lease belongs to another reviewer.")
-    if lease.ended_at is not None:
-        raise LeaseLost(f"This lease already ended ({lease.end_reason}).")
-    if lease.expires_at <= db_now():
-        raise LeaseLost("This lease expired; the item went back to the queue.")
+    lease = check_held(held_lease_query().filter(pk=lease_id).first(), user)
     if check_output and not lease.is_gold:
         # An expired lease may have been taken over and, since, expired again: the output must
         # still point at this very lease.
@@ -197,7 +236,8 @@ def _held_lease(
 @transaction.atomic
 def lease_renew(*, lease_id: uuid.UUID | str, user: AbstractBaseUser) -> Lease:
     lease = _held_lease(lease_id, user)
-    expires = db_now() + timedelta(seconds=lease.queue.lease_seconds)
+    now = getattr(lease, "db_clock", None) or db_now()
+    expires = now + timedelta(seconds=lease.queue.lease_seconds)
     if not lease.is_gold:
         updated = Output.objects.filter(pk=lease.output_id, lease_id=lease.pk).update(
             lease_expires_at=expires
