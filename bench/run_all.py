@@ -55,6 +55,18 @@ BENCHMARKS: list[tuple[str, list[str], list[str], bool]] = [
         False,
     ),
     (
+        "http-claims-sqlite",
+        ["bench_http_claims.py", "--db", "sqlite"],
+        ["bench_http_claims.py", "--db", "sqlite", "--quick"],
+        False,
+    ),
+    (
+        "http-claims-postgres",
+        ["bench_http_claims.py", "--db", "postgres"],
+        ["bench_http_claims.py", "--db", "postgres", "--quick"],
+        True,
+    ),
+    (
         "dataset-build",
         ["bench_dataset_build.py", "--db", "postgres"],
         ["bench_dataset_build.py", "--db", "postgres", "--quick"],
@@ -80,6 +92,15 @@ BENCHMARKS: list[tuple[str, list[str], list[str], bool]] = [
         ["bench_generate.py", "--quick"],
         False,
     ),
+    # Issue 22: the default recipe on 40-320 corrections (2 seeds: ~35 min on 2 quiet cores),
+    # then one turn of the loop through the API against run_demo's processes (~15 min).
+    (
+        "small-data",
+        ["bench_small_data.py", "--seeds", "2"],
+        ["bench_small_data.py", "--quick"],
+        False,
+    ),
+    ("loop", ["bench_loop.py"], ["bench_loop.py", "--quick"], False),
 ]
 
 
