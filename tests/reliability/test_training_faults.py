@@ -80,15 +80,15 @@ hold_at = int(os.environ.get("FAULTS_HOLD_GIL_AT_STEP", "0"))
 hold_seconds = int(os.environ.get("FAULTS_HOLD_GIL_SECONDS", "0"))
 real_step = trainer._step
 
-def step(*args):
-    number = args[-1] + 1
+def step(*args, **kwargs):
+    number = args[-1] + 1  # the step counter: the last positional argument
     if hold_at and number == hold_at:
         # PyDLL keeps the GIL during the call: no other thread of this process runs, the
         # broker heartbeat included, as with a C/CUDA call that never releases it.
         ctypes.PyDLL(None).sleep(hold_seconds)
     elif step_seconds:
         time.sleep(step_seconds)
-    return real_step(*args)
+    return real_step(*args, **kwargs)
 
 trainer._step = step
 worker = dramatiq.Worker(broker, queues={TRAINING_QUEUE}, worker_threads=int(sys.argv[1]))

@@ -127,6 +127,17 @@ def test_it_trains_a_run_into_a_model_version_with_manifest_and_environment(
     assert config["base_model_name_or_path"] == tiny_base_model.name  # not a local path
     assert version.environment["libraries"]["peft"] and version.environment["device"] == "cpu"
     assert version.metrics["best_eval_loss"] == pytest.approx(run.eval_history[0]["eval_loss"])
+    # The recorded trainer config says what ran, not what a settings dict claimed: the default
+    # recipe packs its rows (it once claimed "length-grouped" batching while packing ran).
+    trainer = version.config["trainer"]
+    assert trainer["packing"] == run.hyperparameters["packing"] != "none"
+    assert trainer["batching"] == f"packed ({trainer['packing']})"
+    assert (trainer["world_size"], trainer["devices"]) == (1, ["cpu"])
+    params = run.hyperparameters
+    assert (
+        trainer["global_batch_size"] == params["batch_size"] * params["gradient_accumulation_steps"]
+    )
+    assert version.environment["world_size"] == 1 and version.metrics["world_size"] == 1
     evaluation = Evaluation.objects.get(version=version)
     assert evaluation.status == "done" and evaluation.reference is None
     assert evaluation.metrics["candidate"]["eval_loss"] > 0

@@ -349,3 +349,55 @@ def test_it_evaluates_a_candidate_against_the_base(tiny_model_dir, jsonl_splits,
         assert set(side) >= {"exact_match", "token_f1", "rouge_l", "length_ratio"}
     assert result.candidate["eval_loss"] != result.reference["eval_loss"]
     assert len(result.samples) == 2 and result.samples[0]["expected"]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_it_accepts_any_local_safetensors_causal_lm(tmp_path, family):
+    """Not only Llama: any causal LM transformers implements itself loads from a local
+    safetensors folder (Qwen- and Mistral-style configs here, tiny and built locally)."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from training_app.training.runtime import load_base_model
+
+    config_class, model_class = {
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+        "mistral": (MistralConfig, MistralForCausalLM),
+    }[family]
+    config = config_class(
+        vocab_size=256,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    folder = tmp_path / family
+    model_class(config).save_pretrained(str(folder))
+    assert [p.name for p in check_folder(folder)] == ["model.safetensors"]
+    model = load_base_model(str(folder), device="cpu", dtype=torch.float32)
+    assert type(model).__name__ == model_class.__name__
+    assert model(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 256)
+
+
+def test_it_refuses_remote_code_anywhere_and_models_that_are_not_causal_lms(
+    tiny_model_dir, tmp_path
+):
+    folder = tmp_path / "tokenizer-code"
+    shutil.copytree(tiny_model_dir, folder)
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["auto_map"] = {"AutoTokenizer": ["tokenization_evil.Evil", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    with pytest.raises(UnsafeModelFolder, match=r"remote code .*tokenizer_config\.json"):
+        check_folder(folder)
+    trusting = tmp_path / "trusting"
+    shutil.copytree(tiny_model_dir, trusting)
+    config = json.loads((trusting / "config.json").read_text())
+    (trusting / "config.json").write_text(json.dumps({**config, "trust_remote_code": True}))
+    with pytest.raises(UnsafeModelFolder, match="remote code"):
+        check_folder(trusting)
+    encoder = tmp_path / "encoder"
+    shutil.copytree(tiny_model_dir, encoder)
+    (encoder / "config.json").write_text(json.dumps({**config, "architectures": ["BertModel"]}))
+    with pytest.raises(UnsafeModelFolder, match="not a causal language model"):
+        check_folder(encoder)

@@ -255,6 +255,8 @@ def training_run_execute(
             output_dir=str(work / "output"),
             parent_adapter_path=parent_adapter,
             device=_conf("DEVICE"),
+            # Stop (with a checkpoint) before Dramatiq's own limit ends the actor.
+            time_limit_seconds=max(60.0, _conf("TIME_LIMIT_MS") / 1000 - 120),
             **params,
         )
         hooks.mark("trainer_started_at")
@@ -324,12 +326,16 @@ def training_run_succeed(
             "train_examples",
             "eval_examples",
             "trainable_parameters",
+            "world_size",
+            "peak_memory_mib",
         )
     }
     environment = {
         "libraries": library_versions(),
         **device_info(result.device),
         "dtype": result.dtype,
+        "world_size": result.world_size,
+        "devices": result.devices,
         "git_commit": git_commit(Path(settings.BASE_DIR)),
         "worker": owner,
     }
@@ -353,7 +359,7 @@ def training_run_succeed(
             manifest=manifest,
             metrics=metrics,
             environment=environment,
-            config={**version.config, "trainer": _trainer_config(run)},
+            config={**version.config, "trainer": _trainer_config(result)},
             trained_at=timezone.now(),
         )
         evaluation = None
@@ -370,12 +376,26 @@ def training_run_succeed(
     return run
 
 
-def _trainer_config(run: TrainingRun) -> dict[str, Any]:
+def _trainer_config(result: Any) -> dict[str, Any]:
+    """What ran, as the trainer reports it (not what the settings asked for): its devices,
+    processes, precision and the batching it really used."""
+    packed = result.packing != "none"
+    batching = f"packed ({result.packing})" if packed else "length-grouped, padded"
     return {
-        "device": _conf("DEVICE"),
+        "device": result.device,
+        "devices": result.devices,
+        "world_size": result.world_size,
+        "backend": result.backend,
+        "launcher": result.launcher,
+        "precision": result.precision,
+        "quantization": result.quantization,
+        "batching": batching,
+        "packing": result.packing,
+        "global_batch_size": result.global_batch_size,
+        "per_rank_batch_size": result.per_rank_batch_size,
+        "per_rank_accumulation": result.per_rank_accumulation,
         "lr_schedule": "linear warmup then linear decay",
         "optimizer": "AdamW",
         "loss": "assistant tokens only, weighted by example weight",
-        "batching": "length-grouped",
         "keeps": "adapter with the best eval loss",
     }

@@ -53,6 +53,25 @@ class TrainingArguments:
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
     resume: bool = field(default=True, metadata={"help": "Resume from the last checkpoint."})
+    world_size: int = field(
+        default=1,
+        metadata={
+            "help": "Processes training together under torch.distributed (one per GPU, or CPU "
+            "processes). Above 1, `run` starts them with torchrun (training_app.training.launch); "
+            "the global batch stays batch_size x gradient_accumulation_steps."
+        },
+    )
+    quantization: str = field(
+        default="none",
+        metadata={"help": "none, or 4bit: QLoRA on an NF4 base (CUDA and bitsandbytes only)."},
+    )
+    time_limit_seconds: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fail (keeping the last checkpoint) once training has run this long; checked "
+            "before every step."
+        },
+    )
 
 
 @dataclass
@@ -89,6 +108,18 @@ class TrainingResult:
     eval_examples: dict[str, int]
     trainable_parameters: int
     loss_history: list[list[float]]
+    # What ran, for the lineage record (the worker's trainer config copies these).
+    world_size: int = 1
+    devices: list[str] = field(default_factory=list)  # one per rank: "cpu", "cuda:0", ...
+    backend: str | None = None  # torch.distributed backend (gloo, nccl); None for one process
+    packing: str = ""
+    precision: str = ""  # "bf16", "fp32", "nf4 base + bf16 compute"
+    quantization: str = "none"
+    global_batch_size: int = 0  # examples per optimizer step, over all ranks
+    per_rank_batch_size: int = 0  # examples per forward pass on one rank, at most
+    per_rank_accumulation: int = 0  # forward passes per rank and optimizer step, at most
+    launcher: str = "in-process"  # or "torchrun"
+    peak_memory_mib: float | None = None  # rank 0: CUDA memory allocated, or the process's RSS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

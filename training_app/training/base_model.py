@@ -1,8 +1,10 @@
 """Base-model folders: prepare the offline default from its GGUF, check and fingerprint folders.
 
-Weights load only from safetensors: folders holding pickled weights (`*.bin`, `*.pt`, ...) or
-asking for remote code (`auto_map` in config.json) are refused, because loading either runs
-code from the folder.
+Any local causal-LM folder in a layout transformers knows (Llama, Qwen, Mistral, ...: a
+config.json whose architectures are *ForCausalLM) is accepted, its weights loaded only
+from safetensors: folders holding pickled weights (`*.bin`, `*.pt`, ...) or asking for remote code
+(`auto_map` or `trust_remote_code` in config.json or tokenizer_config.json) are refused, because
+loading either runs code from the folder.
 """
 
 from __future__ import annotations
@@ -59,13 +61,40 @@ def check_folder(folder: Path) -> list[Path]:
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise UnsafeModelFolder(f"{folder} has no config.json")
-    config = json.loads(config_path.read_text())
-    if config.get("auto_map"):
-        raise UnsafeModelFolder(f"{folder} needs remote code (auto_map); it is refused")
+    try:
+        config = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise UnsafeModelFolder(f"{folder}/config.json is not JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise UnsafeModelFolder(f"{folder}/config.json is not a JSON object")
+    for name in ("config.json", "tokenizer_config.json"):
+        path = folder / name
+        settings = config if name == "config.json" else _json_or_empty(path)
+        if settings.get("auto_map") or settings.get("trust_remote_code"):
+            raise UnsafeModelFolder(
+                f"{folder} needs remote code (auto_map or trust_remote_code in {name}); "
+                "it is refused"
+            )
+    # Any causal LM transformers knows (Llama, Qwen2/3, Mistral, Gemma, ...), by its own code.
+    architectures = config.get("architectures") or []
+    if not all(isinstance(a, str) and a.endswith("ForCausalLM") for a in architectures):
+        raise UnsafeModelFolder(
+            f"{folder} is not a causal language model ({', '.join(map(str, architectures))})"
+        )
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise UnsafeModelFolder(f"{folder} has no .safetensors weight files")
     return weights
+
+
+def _json_or_empty(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text())
+    except ValueError as exc:
+        raise UnsafeModelFolder(f"{path} is not JSON: {exc}") from exc
+    return value if isinstance(value, dict) else {}
 
 
 def fingerprint(folder: Path) -> dict[str, str]:

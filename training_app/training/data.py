@@ -167,6 +167,37 @@ def chunked(items: list[Any], size: int) -> Iterator[list[Any]]:
 PACKING_MODES = CHOICES["packing"]
 
 
+def rank_micro_batches(
+    group: list[list[int]], *, rank: int, world_size: int, batch_size: int, merge: bool
+) -> list[list[int]]:
+    """This rank's forward passes for one optimizer step, whose global batch is `group` (the
+    `gradient_accumulation_steps` batches of `batch_size` examples that one process would run).
+
+    Rank r takes every `world_size`-th example of each batch, from the r-th: the same split on
+    every rank and after every resume, for any world size. With `merge` (packed batches, which
+    carry no padding), consecutive shares are joined while they fit `batch_size`, so a rank runs
+    about `gradient_accumulation_steps / world_size` passes of up to `batch_size` examples
+    instead of as many passes as one process, each smaller. An empty list: this rank has
+    nothing in this step (a last batch with fewer examples than ranks)."""
+    shares = [batch[rank::world_size] for batch in group]
+    shares = [share for share in shares if share]
+    if not merge:
+        return shares
+    merged: list[list[int]] = []
+    for share in shares:
+        if merged and len(merged[-1]) + len(share) <= batch_size:
+            merged[-1] = merged[-1] + share
+        else:
+            merged.append(list(share))
+    return merged
+
+
+def loss_weight(example: Example) -> float:
+    """The example's share of a step's loss denominator: its weight times its answer tokens
+    that get predicted (a label at position 0 has nothing before it to predict it)."""
+    return example.weight * sum(1 for label in example.labels[1:] if label != IGNORE_INDEX)
+
+
 def common_prefix_length(sequences: list[list[int]]) -> int:
     if not sequences:
         return 0

@@ -40,6 +40,13 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "checkpoint_every_steps": 50,
     "max_steps": None,
+    # Processes training together (one per GPU, or CPU processes). The other numbers keep their
+    # meaning for any world size: `batch_size * gradient_accumulation_steps` examples make one
+    # optimizer step, split across the processes (docs/training.md, "More than one device").
+    "world_size": 1,
+    # none: the base model in bf16 (GPU) or fp32 (CPU); 4bit: QLoRA, the frozen base in NF4
+    # (needs a CUDA GPU and bitsandbytes).
+    "quantization": "none",
 }
 
 # field: (type, minimum, maximum)
@@ -57,9 +64,16 @@ LIMITS: dict[str, tuple[type, float, float]] = {
     "weight_decay": (float, 0.0, 1.0),
     "checkpoint_every_steps": (int, 1, 1_000_000),
     "max_steps": (int, 1, 10_000_000),
+    # The hard cap; `validate(max_world_size=...)` narrows it to what the worker's machine has.
+    "world_size": (int, 1, 64),
 }
 # field: allowed values (see TrainingArguments for what each means)
-CHOICES: dict[str, tuple[str, ...]] = {"packing": ("shared_prefix", "flatten", "none")}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "packing": ("shared_prefix", "flatten", "none"),
+    "quantization": ("none", "4bit"),
+}
+# CPU processes beyond this stop paying: each needs its own copy of the model and its own cores.
+CPU_MAX_WORLD_SIZE = 8
 MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
 
 
@@ -70,9 +84,24 @@ class HyperparameterError(ValueError):
         self.message = message
 
 
-def validate(values: dict[str, Any] | None, *, architecture: str = "") -> dict[str, Any]:
+def cpu_world_size_cap(cores: int | None) -> int:
+    """How many CPU processes a machine with `cores` cores may train with (one core each at
+    least, and no more than CPU_MAX_WORLD_SIZE)."""
+    return max(1, min(CPU_MAX_WORLD_SIZE, cores or 1))
+
+
+def validate(
+    values: dict[str, Any] | None,
+    *,
+    architecture: str = "",
+    max_world_size: int | None = None,
+    cuda: bool | None = None,
+) -> dict[str, Any]:
     """The complete, checked set of hyperparameters (defaults filled in).
 
+    `max_world_size` and `cuda` describe the machine that will train, where the caller knows it
+    (`runtime.machine_limits()` measures them; the web process, which never imports torch, may
+    leave them out and the trainer checks again before it starts).
     Raises HyperparameterError naming the first field that is unknown or out of range."""
     if values is None:
         values = {}
@@ -115,4 +144,13 @@ def validate(values: dict[str, Any] | None, *, architecture: str = "") -> dict[s
                 f"(choose from {', '.join(ALL_LINEAR)})",
             )
     clean["target_modules"] = list(dict.fromkeys(modules))
+    if max_world_size is not None and clean["world_size"] > max_world_size:
+        raise HyperparameterError(
+            "world_size", f"this machine trains with at most {max_world_size} processes"
+        )
+    if cuda is False and clean["quantization"] == "4bit":
+        raise HyperparameterError(
+            "quantization",
+            "4bit (QLoRA) needs a CUDA GPU and bitsandbytes; this machine has no GPU",
+        )
     return clean

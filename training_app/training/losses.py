@@ -36,10 +36,11 @@ def packed_token_losses(model, batch: dict[str, Any], device: str):
     vocabulary projection and the cross-entropy skip the prompt."""
     import torch.nn.functional as F
 
+    inner = unwrap(model)
     mask = batch["attention_mask"].to(device)
-    implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    implementation = getattr(inner.config, "_attn_implementation", None) or "sdpa"
     if implementation == "eager":
-        dtype = next(model.parameters()).dtype
+        dtype = next(inner.parameters()).dtype
         mask = (~mask).to(dtype) * torch_min(dtype)  # additive: 0 where allowed
     elif implementation != "sdpa":
         raise TrainingFailed(
@@ -54,6 +55,13 @@ def packed_token_losses(model, batch: dict[str, Any], device: str):
     ).logits
     logits = logits.reshape(-1, logits.size(-1)).float()
     return F.cross_entropy(logits, batch["targets"].to(device), reduction="none")
+
+
+def unwrap(model):
+    """The model inside a DistributedDataParallel wrapper (which has no `config`)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def torch_min(dtype: Any) -> float:
@@ -72,12 +80,31 @@ def evaluate_loss(
     hooks: TrainingHooks | None = None,
 ) -> float:
     """Mean token loss over the answers of `examples` (every token counts once)."""
+    total, count = evaluate_sums(
+        model, examples, pad_id=pad_id, device=device, batch_size=batch_size, hooks=hooks
+    )
+    return total / max(count, 1.0)
+
+
+def evaluate_sums(
+    model,
+    examples: list[Example],
+    *,
+    pad_id: int,
+    device: str,
+    batch_size: int,
+    hooks: TrainingHooks | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[float, float]:
+    """(sum of answer-token losses, answer tokens) over this rank's share of `examples`: every
+    `world_size`-th of them by length, so the ranks' sums add up to the whole set's."""
     import torch
 
     was_training = model.training
     model.eval()
     total, count = 0.0, 0.0
-    ordered = sorted(examples, key=lambda e: len(e.input_ids))
+    ordered = sorted(examples, key=lambda e: len(e.input_ids))[rank::world_size]
     with torch.no_grad():
         for group in chunked(ordered, batch_size):
             if hooks is not None and hooks.should_stop():
@@ -87,4 +114,4 @@ def evaluate_loss(
             count += float(counts.sum())
     if was_training:
         model.train()
-    return total / max(count, 1.0)
+    return total, count

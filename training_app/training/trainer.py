@@ -10,6 +10,7 @@ with hooks that write progress to the database; it also runs alone:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -31,25 +32,29 @@ from .arguments import (
 )
 from .base_model import check_folder
 from .data import (
-    IGNORE_INDEX,
     PACKING_MODES,
     EncodeStats,
     chunked,
     collate,
     encode_all,
     length_grouped_batches,
+    loss_weight,
     pack,
+    rank_micro_batches,
     read_jsonl,
     shuffled_batches,
 )
-from .losses import evaluate_loss, packed_token_losses, token_losses, torch_min
+from .distributed import Ranks
+from .losses import evaluate_loss, evaluate_sums, packed_token_losses, token_losses, torch_min
 from .runtime import (
     _checkpoints,
     _lr_lambda,
+    check_machine,
     is_out_of_memory,
     last_checkpoint,
     load_base_model,
     load_tokenizer,
+    precision_name,
     resolve_device,
     set_seed,
 )
@@ -83,13 +88,19 @@ __all__ = [
 PACK_ROW_TOKENS = 1024
 
 
+# Rank 0's decision before every step, broadcast to every rank.
+_GO, _CANCEL, _TIME_LIMIT = 0, 1, 2
+
+
 class _Run:
     """One training run's mutable state; `TrainingArguments` stays a plain record."""
 
-    def __init__(self, args: TrainingArguments, hooks: TrainingHooks):
+    def __init__(self, args: TrainingArguments, hooks: TrainingHooks, ranks: Ranks):
         self.args = args
         self.hooks = hooks
+        self.ranks = ranks
         self.out = Path(args.output_dir)
+        self.saved_step: int | None = None
         self.state: dict[str, Any] = {
             "step": 0,
             "epoch": 0,
@@ -105,9 +116,17 @@ class _Run:
         self.hooks.on_log(line)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save_checkpoint(self, model, optimizer, scheduler) -> Path:
+    def save_checkpoint(self, model, optimizer, scheduler) -> Path | None:
+        """Every rank calls this (its RNG state is gathered); rank 0 alone writes.
+
+        Adapter, optimizer and scheduler are the same on every rank (DDP keeps the replicas
+        equal), so one copy serves any world size on resume; only the RNG states are per rank."""
         import torch
 
+        states = self.ranks.gather(_rng_state())
+        self.saved_step = self.state["step"]
+        if not self.ranks.is_main:
+            return None
         root = self.out / "checkpoints"
         final = root / f"step-{self.state['step']:06d}"
         tmp = root / f".tmp-step-{self.state['step']:06d}"
@@ -116,13 +135,19 @@ class _Run:
         model.save_pretrained(str(tmp / "adapter"), safe_serialization=True)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        # Top-level keys: rank 0's state, as one process always wrote it (older checkpoints
+        # have nothing else); "ranks": every rank's, in rank order.
+        rng: dict[str, Any] = {"torch": states[0]["torch"], "world_size": self.ranks.world_size}
+        if "cuda_all" in states[0]:
+            rng["cuda"] = states[0]["cuda_all"]
+        rng["ranks"] = [{k: v for k, v in st.items() if k != "python"} for st in states]
         torch.save(rng, tmp / "rng.pt")
-        (tmp / "python_rng.json").write_text(json.dumps(random.getstate()))
+        (tmp / "python_rng.json").write_text(json.dumps(states[0]["python"]))
+        (tmp / "python_rng_ranks.json").write_text(json.dumps([st["python"] for st in states]))
         # Written last: a folder without it is an interrupted save and is never resumed from.
-        (tmp / "trainer_state.json").write_text(json.dumps(self.state))
+        (tmp / "trainer_state.json").write_text(
+            json.dumps({**self.state, "world_size": self.ranks.world_size})
+        )
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
         for old in _checkpoints(root)[: -max(1, self.args.keep_checkpoints)]:
@@ -132,6 +157,9 @@ class _Run:
         return final
 
     def load_checkpoint(self, path: Path, model, optimizer, scheduler) -> None:
+        """Resume on any world size. A rank finds its own RNG state when the checkpoint was
+        written by as many ranks; otherwise rank 0 takes rank 0's and the others reseed from
+        (seed, rank, step), so the continuation is still reproducible."""
         import torch
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
@@ -141,19 +169,57 @@ class _Run:
         # weights_only: these files hold tensors and numbers; nothing in them may run code.
         optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
         scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-        rng = torch.load(path / "rng.pt", weights_only=True)
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        state = json.loads((path / "python_rng.json").read_text())
-        random.setstate((state[0], tuple(state[1]), state[2]))
         self.state = json.loads((path / "trainer_state.json").read_text())
+        saved_world = int(self.state.pop("world_size", 1))
+        rng = torch.load(path / "rng.pt", weights_only=True)
+        rank = self.ranks.rank
+        per_rank = rng.get("ranks") or [{"torch": rng["torch"], "cuda": None}]
+        pythons_file = path / "python_rng_ranks.json"
+        pythons = (
+            json.loads(pythons_file.read_text())
+            if pythons_file.is_file()
+            else [json.loads((path / "python_rng.json").read_text())]
+        )
+        if rank == 0 or saved_world == self.ranks.world_size:
+            mine = per_rank[rank] if rank < len(per_rank) else per_rank[0]
+            torch.set_rng_state(mine["torch"])
+            if torch.cuda.is_available():
+                if mine.get("cuda") is not None:
+                    torch.cuda.set_rng_state(mine["cuda"])
+                elif "cuda" in rng and not self.ranks.distributed:  # written before "ranks"
+                    torch.cuda.set_rng_state_all(rng["cuda"])
+            state = pythons[rank] if rank < len(pythons) else pythons[0]
+            random.setstate((state[0], tuple(state[1]), state[2]))
+        else:
+            set_seed(_rank_seed(self.args.seed, rank) + self.state["step"])
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank 0 keeps the run's seed (one process and rank 0 draw the same numbers); the others
+    get their own dropout streams."""
+    return seed + 1_000_003 * rank
+
+
+def _rng_state() -> dict[str, Any]:
+    import torch
+
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+        state["cuda_all"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _build_model(args: TrainingArguments, device: str, dtype: Any):
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    model = load_base_model(args.base_model_path, device=device, dtype=dtype)
+    model = load_base_model(
+        args.base_model_path, device=device, dtype=dtype, quantization=args.quantization
+    )
+    if args.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if args.parent_adapter_path:
         model = PeftModel.from_pretrained(model, args.parent_adapter_path, is_trainable=True)
     else:
@@ -165,19 +231,42 @@ def _build_model(args: TrainingArguments, device: str, dtype: Any):
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, config)
-    return model.to(device)
+    return model if args.quantization == "4bit" else model.to(device)
 
 
 def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> TrainingResult:
-    """Train, evaluating every epoch and keeping the adapter with the best eval loss."""
+    """Train, evaluating every epoch and keeping the adapter with the best eval loss.
+
+    One process (world_size 1) trains here, in the caller's process. With world_size above 1,
+    called outside torchrun, this starts the processes (`launch.launch`) and relays their
+    progress to `hooks`; inside torchrun every rank runs the same loop (`rank.py`)."""
+    ranks = Ranks.from_environment()
+    if not ranks.distributed and args.world_size > 1:
+        from .launch import launch
+
+        return launch(args, hooks)
+    if ranks.world_size != args.world_size:
+        raise TrainingFailed(
+            f"started as {ranks.world_size} processes but world_size is {args.world_size}"
+        )
+    try:
+        return _train(args, hooks or TrainingHooks(), ranks)
+    finally:
+        ranks.close()
+
+
+def _train(args: TrainingArguments, hooks: TrainingHooks, ranks: Ranks) -> TrainingResult:
     import torch
 
-    hooks = hooks or TrainingHooks()
     started = time.monotonic()
     set_seed(args.seed)
-    device, dtype = resolve_device(args.device)
-    job = _Run(args, hooks)
-    job.out.mkdir(parents=True, exist_ok=True)
+    kind, dtype = resolve_device(args.device, processes=ranks.local_world_size)
+    check_machine(world_size=args.world_size, quantization=args.quantization, device=kind)
+    device = f"cuda:{ranks.local_rank}" if kind == "cuda" and ranks.distributed else kind
+    ranks.start(device)
+    job = _Run(args, hooks, ranks)
+    if ranks.is_main:
+        job.out.mkdir(parents=True, exist_ok=True)
 
     check_folder(Path(args.base_model_path))  # before anything reads from the folder
     tokenizer = load_tokenizer(args.base_model_path)
@@ -195,11 +284,14 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
     job.log(
         f"{train_stats.kept} training examples ({train_stats.truncated} truncated, "
         f"{train_stats.dropped} dropped), {eval_stats.kept} eval examples; device {device}"
+        + (f", rank {ranks.rank} of {ranks.world_size}" if ranks.distributed else "")
     )
 
     load_started = time.monotonic()
     model = _build_model(args, device, dtype)
     hooks.on_model_loaded(seconds=time.monotonic() - load_started)
+    if ranks.rank > 0:
+        set_seed(_rank_seed(args.seed, ranks.rank))  # after the (identical) adapter init
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     lengths = [len(e.input_ids) for e in train]
@@ -218,24 +310,57 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
     if checkpoint is not None:
         job.load_checkpoint(checkpoint, model, optimizer, scheduler)
         resumed_from = job.state["step"]
+        job.saved_step = resumed_from
         job.log(f"resumed from {checkpoint} (step {resumed_from})")
+
+    forward = model
+    if ranks.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Gradients are averaged over ranks; buffers (rotary tables) are equal everywhere.
+        forward = DistributedDataParallel(
+            model,
+            device_ids=[ranks.local_rank] if kind == "cuda" else None,
+            broadcast_buffers=False,
+        )
 
     state = job.state
     session_tokens, session_steps, session_start = 0, 0, time.monotonic()
     step_seconds = 0.0
     best_dir = job.out / "best-adapter"
+    merge = args.packing != "none"
+    global_batch = args.batch_size * args.gradient_accumulation_steps
+    # What one rank runs in a full step, for the record: the plan of rank 0 for a full group.
+    full = [
+        list(range(k * args.batch_size, (k + 1) * args.batch_size))
+        for k in range(args.gradient_accumulation_steps)
+    ]
+    plan = rank_micro_batches(
+        full, rank=0, world_size=ranks.world_size, batch_size=args.batch_size, merge=merge
+    )
 
     def evaluate_now(epoch: int) -> None:
-        loss = evaluate_loss(
-            model, evals, pad_id=pad_id, device=device, batch_size=args.batch_size, hooks=hooks
+        # Each rank scores every world_size-th eval example; mid-eval cancel only for one
+        # process (a rank leaving a collective early would hang the others).
+        total, count = evaluate_sums(
+            model,
+            evals,
+            pad_id=pad_id,
+            device=device,
+            batch_size=args.batch_size,
+            hooks=None if ranks.distributed else hooks,
+            rank=ranks.rank,
+            world_size=ranks.world_size,
         )
+        total, count = ranks.sum([total, count])
+        loss = total / max(count, 1.0)
         state["eval_history"].append({"step": state["step"], "epoch": epoch, "eval_loss": loss})
         hooks.on_eval(step=state["step"], epoch=epoch, eval_loss=loss)
         job.log(f"epoch {epoch}: eval loss {loss:.4f} at step {state['step']}")
         if state["best_eval_loss"] is None or loss < state["best_eval_loss"]:
             state["best_eval_loss"], state["best_step"] = loss, state["step"]
-            shutil.rmtree(best_dir, ignore_errors=True)
-            model.save_pretrained(str(best_dir), safe_serialization=True)
+            if ranks.is_main:
+                _save_adapter(model, best_dir)
 
     model.train()
     stop = False
@@ -249,28 +374,58 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
         for local, group in enumerate(groups):
             if epoch * steps_per_epoch + local < state["step"]:
                 continue  # done before the checkpoint we resumed from
-            if hooks.should_stop():
+            decision = _GO
+            if ranks.is_main:
+                if hooks.should_stop():
+                    decision = _CANCEL
+                elif args.time_limit_seconds and (
+                    time.monotonic() - started >= args.time_limit_seconds
+                ):
+                    decision = _TIME_LIMIT
+            decision = ranks.broadcast_int(decision)
+            if decision == _CANCEL:
                 raise TrainingCancelled()
+            if decision == _TIME_LIMIT:
+                if job.saved_step != state["step"]:
+                    job.save_checkpoint(model, optimizer, scheduler)
+                raise TrainingFailed(
+                    f"time limit of {args.time_limit_seconds:g} s reached after step "
+                    f"{state['step']} of {total_steps}; the checkpoint at step {state['step']} "
+                    "is kept for a retry"
+                )
             step_started = time.monotonic()
+            micro = rank_micro_batches(
+                group,
+                rank=ranks.rank,
+                world_size=ranks.world_size,
+                batch_size=args.batch_size,
+                merge=merge,
+            )
+            denominator = sum(loss_weight(train[i]) for batch in group for i in batch)
             try:
                 loss, tokens, computed = _step(
-                    model,
+                    forward,
                     optimizer,
                     scheduler,
+                    micro,
                     group,
+                    denominator,
                     train,
                     pad_id,
                     device,
                     args,
                     trainable,
                     state["step"],
+                    ranks=ranks,
                 )
             except (TrainingFailed, TrainingCancelled):
                 raise
             except Exception as exc:
                 if is_out_of_memory(exc):
                     raise TrainingFailed(
-                        f"out of memory at step {state['step'] + 1}: {exc}"
+                        f"out of memory at step {state['step'] + 1}"
+                        + (f" on rank {ranks.rank}" if ranks.distributed else "")
+                        + f": {exc}"
                     ) from exc
                 raise
             state["step"] += 1
@@ -312,12 +467,18 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
         job.save_checkpoint(model, optimizer, scheduler)
 
     final_dir = job.out / "adapter"
-    shutil.rmtree(final_dir, ignore_errors=True)
-    if best_dir.is_dir():
-        shutil.copytree(best_dir, final_dir)
-    else:
-        model.save_pretrained(str(final_dir), safe_serialization=True)
-    job.log(f"adapter saved to {final_dir}")
+    if ranks.is_main:
+        # Renamed into place: a run killed while saving leaves no half-written adapter.
+        if best_dir.is_dir():
+            tmp = final_dir.with_name(".adapter.partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(best_dir, tmp)
+            shutil.rmtree(final_dir, ignore_errors=True)
+            tmp.rename(final_dir)
+        else:
+            _save_adapter(model, final_dir)
+        job.log(f"adapter saved to {final_dir}")
+    ranks.barrier()  # no rank reports success before the adapter is in place
     seconds = time.monotonic() - started
     history = state["loss_history"]
     return TrainingResult(
@@ -335,59 +496,114 @@ def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> Training
         computed_tokens=state.get("computed_tokens", 0),
         seconds=seconds,
         resumed_from_step=resumed_from,
-        device=device,
+        device=kind,
         dtype=str(dtype).removeprefix("torch."),
         train_examples=asdict(train_stats),
         eval_examples=asdict(eval_stats),
         trainable_parameters=n_trainable,
         loss_history=history,
+        world_size=ranks.world_size,
+        devices=_devices(kind, ranks.world_size),
+        backend=ranks.backend,
+        packing=args.packing,
+        precision=precision_name(dtype, args.quantization),
+        quantization=args.quantization,
+        global_batch_size=global_batch,
+        per_rank_batch_size=max(len(m) for m in plan),
+        per_rank_accumulation=len(plan),
+        peak_memory_mib=_peak_memory_mib(kind),
     )
 
 
-def _step(model, optimizer, scheduler, group, train, pad_id, device, args, trainable, step):
-    """One optimizer step over `group` (gradient accumulation). The loss is the weighted mean
-    over every answer token of the whole group, so it does not depend on how it is split or
-    packed. Returns (loss, the examples' tokens, the tokens the model actually ran)."""
+def _peak_memory_mib(kind: str) -> float:
+    import resource
+
     import torch
 
+    if kind == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _devices(kind: str, world_size: int) -> list[str]:
+    if kind == "cuda":
+        return [f"cuda:{rank}" for rank in range(world_size)]
+    return ["cpu"] * world_size
+
+
+def _save_adapter(model, folder: Path) -> None:
+    tmp = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+
+
+def _step(
+    forward,
+    optimizer,
+    scheduler,
+    micro,
+    group,
+    denominator,
+    train,
+    pad_id,
+    device,
+    args,
+    trainable,
+    step,
+    *,
+    ranks,
+):
+    """One optimizer step over the global batch `group`, of which this rank runs `micro`.
+
+    The loss is the weighted mean over every answer token of the whole global batch (the
+    denominator counts all of them, on every rank), so it does not depend on how the batch is
+    split into micro-batches, packed, or shared out among ranks. DDP averages gradients over
+    ranks: each rank's part is multiplied by the world size so the average is the sum. Returns
+    (loss, the examples' tokens, the tokens the model actually ran), summed over ranks."""
+    import torch
+
+    ddp = ranks.distributed
+    # A rank with nothing in this step still joins DDP's gradient all-reduce: one example
+    # at weight zero.
+    passes = micro or [group[0][:1]]
+    scale = (ranks.world_size if ddp else 1) * (1.0 if micro else 0.0)
     total, tokens, computed = 0.0, 0, 0
-    if args.packing == "none":
-        batches = [collate([train[i] for i in indices], pad_id) for indices in group]
-        denominator = sum(
-            float(((b["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1) * b["weights"]).sum())
-            for b in batches
-        )
-    else:
-        share = args.packing == "shared_prefix"
-        row_tokens = max(PACK_ROW_TOKENS, args.max_length)
-        batches = [
-            pack([train[i] for i in indices], pad_id, share_prefix=share, row_tokens=row_tokens)
-            for indices in group
-        ]
-        denominator = sum(float(b["weights"].sum()) for b in batches)
-    for batch in batches:
-        if args.packing == "none":
-            sums, _counts = token_losses(model, batch, device)
-            loss = (sums * batch["weights"].to(device)).sum() / max(denominator, 1.0)
-            batch_tokens = int(batch["attention_mask"].sum())
-            computed += batch_tokens
-        else:
-            losses = packed_token_losses(model, batch, device)
-            loss = (losses * batch["weights"].to(device)).sum() / max(denominator, 1.0)
-            batch_tokens = batch["example_tokens"]
-            computed += batch["processed_tokens"]
-        if not torch.isfinite(loss):
-            raise TrainingFailed(f"loss is {float(loss.detach())} at step {step + 1}")
-        loss.backward()
-        total += float(loss.detach())
-        tokens += batch_tokens
+    for index, indices in enumerate(passes):
+        examples = [train[i] for i in indices]
+        sync = not ddp or index == len(passes) - 1
+        with contextlib.nullcontext() if sync else forward.no_sync():
+            if args.packing == "none":
+                batch = collate(examples, pad_id)
+                sums, _counts = token_losses(forward, batch, device)
+                loss = (sums * batch["weights"].to(device)).sum() / max(denominator, 1.0)
+                batch_tokens = int(batch["attention_mask"].sum())
+                ran = batch_tokens
+            else:
+                share = args.packing == "shared_prefix"
+                row_tokens = max(PACK_ROW_TOKENS, args.max_length)
+                batch = pack(examples, pad_id, share_prefix=share, row_tokens=row_tokens)
+                losses = packed_token_losses(forward, batch, device)
+                loss = (losses * batch["weights"].to(device)).sum() / max(denominator, 1.0)
+                batch_tokens = batch["example_tokens"]
+                ran = batch["processed_tokens"]
+            (loss * scale if scale != 1 else loss).backward()
+        if micro:
+            total += float(loss.detach())
+            tokens += batch_tokens
+            computed += ran
+    # A non-finite loss on any rank fails every rank at the same step.
+    total, tokens, computed = ranks.sum([total, tokens, computed])
+    if not math.isfinite(total):
+        raise TrainingFailed(f"loss is {total} at step {step + 1}")
     norm = torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
     if not torch.isfinite(norm):
         raise TrainingFailed(f"gradient norm is {float(norm)} at step {step + 1}")
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return total, tokens, computed
+    return total, int(tokens), int(computed)
 
 
 def main() -> None:
