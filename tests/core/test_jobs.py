@@ -135,7 +135,8 @@ def test_a_stale_lease_is_taken_back_once_when_sweeps_race(personas):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(timeout=30)
+        thread.join(timeout=600)  # generous: a loaded machine is slow, never stuck
+    assert not any(thread.is_alive() for thread in threads)
     assert errors == []
     assert moves == [version.pk]
     assert sorted(r["requeued"] for r in reports) == [[], [], [], [str(version.pk)]]
@@ -144,7 +145,8 @@ def test_a_stale_lease_is_taken_back_once_when_sweeps_race(personas):
 # -- the heartbeat -----------------------------------------------------------------------------
 
 
-def wait_until(condition, what: str, seconds: float = 10.0) -> None:
+def wait_until(condition, what: str, seconds: float = 600.0) -> None:
+    """Poll until `condition` holds; the limit only catches a hang, never a slow machine."""
     deadline = time.monotonic() + seconds
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -164,7 +166,7 @@ def test_a_heartbeat_renews_its_lease_and_stops_once_it_is_lost(personas):
         )
         # The sweep gave the build to another worker.
         DatasetVersion.objects.filter(pk=version.pk).update(run_token="w2")
-        heartbeat.join(timeout=10)
+        heartbeat.join(timeout=600)
         assert not heartbeat.is_alive() and heartbeat.lost
         beat = DatasetVersion.objects.get(pk=version.pk).heartbeat_at
         time.sleep(0.2)
