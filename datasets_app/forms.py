@@ -3,6 +3,7 @@
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from reviews.models import Queue
 
@@ -55,6 +56,13 @@ class DatasetBuildForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
         help_text="One per line: TYPE=regular expression, e.g. POLICY=POL-\\d{6}",
     )
+    pii_allow = forms.CharField(
+        label="Never mask",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="One per line: your own published phone numbers and addresses "
+        "(masking them teaches the model to answer “call <PHONE>”).",
+    )
     near_dup_threshold = forms.FloatField(
         label="Near-duplicate threshold",
         required=False, initial=0.8, min_value=0, max_value=1,
@@ -94,6 +102,7 @@ class DatasetBuildForm(forms.Form):
         self.fields["queues"].choices = [
             (name, name) for name in Queue.objects.order_by("name").values_list("name", flat=True)
         ]
+        self.fields["pii_allow"].initial = "\n".join(settings.SIGNOFF_PII_ALLOW)
 
     def clean_pii_patterns(self) -> dict[str, str]:
         out = {}
@@ -105,6 +114,11 @@ class DatasetBuildForm(forms.Form):
                 raise forms.ValidationError(f"{line!r} is not TYPE=regex.")
             out[kind.strip()] = pattern.strip()
         return out
+
+    def clean_pii_allow(self) -> list[str]:
+        return [
+            line.strip() for line in self.cleaned_data["pii_allow"].splitlines() if line.strip()
+        ]
 
     def clean_caps(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -136,6 +150,7 @@ class DatasetBuildForm(forms.Form):
             "include_auto_accepted": data["include_auto_accepted"],
             "pii": data["pii"],
             "pii_patterns": data["pii_patterns"],
+            "pii_allow": data["pii_allow"],
             "near_dup_threshold": data["near_dup_threshold"],
             "leakage_threshold": data["leakage_threshold"],
             "max_length": data["max_length"],

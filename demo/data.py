@@ -13,6 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+# Harbor Mutual's published contact details, as the right answers give them: not personal data,
+# so the dataset pipeline is told never to mask them (SIGNOFF_PII_ALLOW, `pii_allow`).
+PUBLIC_CONTACTS = ("1-800-555-0142", "complaints@harbormutual.example")
+
 SYSTEM_PROMPT = (
     "You are Harbor Mutual's customer support assistant. Answer in two or three short "
     "sentences, start with the direct answer, and end with the next step the customer can take."

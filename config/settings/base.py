@@ -293,6 +293,11 @@ LOGGING = {
 # events without a lock; `run_maintenance` (and every reader that needs a head) seals them into
 # the hash chain. `verify_audit` fails when an event waits longer than the lag. "inline" makes
 # every appender seal its own events under the chain head's lock, as before (slower).
+# Texts the dataset pipeline never masks as PII: the organisation's own published phone
+# numbers and addresses (comma-separated). The default of every build; a build may say otherwise.
+SIGNOFF_PII_ALLOW = [
+    text.strip() for text in os.environ.get("SIGNOFF_PII_ALLOW", "").split(",") if text.strip()
+]
 AUDIT_SEALING = os.environ.get("SIGNOFF_AUDIT_SEALING", "deferred")
 AUDIT_SEAL_LAG_SECONDS = float(os.environ.get("SIGNOFF_AUDIT_SEAL_LAG_SECONDS", 60))
 

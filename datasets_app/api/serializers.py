@@ -30,6 +30,12 @@ class DatasetBuildInSerializer(serializers.Serializer):
     normalise = serializers.BooleanField(required=False)
     pii = serializers.ChoiceField(choices=list(services.PII_MODES), required=False)
     pii_patterns = serializers.DictField(child=serializers.CharField(), required=False)
+    pii_allow = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text="Texts never masked as PII: your own published phone numbers and addresses, "
+        'e.g. ["1-800-555-0142", "complaints@example.com"].',
+    )
     exact_dedup = serializers.BooleanField(required=False)
     near_dup_threshold = serializers.FloatField(
         required=False, allow_null=True, min_value=0, max_value=1

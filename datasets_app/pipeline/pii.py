@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -15,7 +16,8 @@ _EMAIL = r"(?P<EMAIL>(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-
 _IBAN = r"(?P<IBAN>\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]){11,30}\b)"
 _CARD = r"(?P<CARD>(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-]))"
 _PHONE = (
-    r"(?P<PHONE>(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?"
+    r"(?P<PHONE>(?<![\w+])(?:\+\d{1,3}[ .-]?|1[ .-](?=\d{3}[ .-]\d{3}[ .-]\d{4}))?"
+    r"(?:\(\d{1,4}\)[ .-]?)?"
     r"\d{2,5}(?:[ .-]\d{2,5}){1,4}(?![\w-])|(?<![\w+])\+\d{7,15}(?!\w))"
 )
 _EMAIL_RE = re.compile(_EMAIL)
@@ -190,32 +192,63 @@ def texts_may_hold_pii(texts: list[str]) -> np.ndarray:
     return hit
 
 
+def allow_pattern(allow: Iterable[str]) -> re.Pattern[str] | None:
+    """The texts a team publishes itself -- its support phone number, its complaints address --
+    are not personal data, and masking them teaches the model to answer "call <PHONE>". Each
+    is matched literally, ignoring case, and only as a whole: not inside a longer number,
+    word or address."""
+    literals = sorted({a.strip() for a in allow if a and a.strip()}, key=len, reverse=True)
+    if not literals:
+        return None
+    alternatives = "|".join(re.escape(literal) for literal in literals)
+    return re.compile(rf"(?<![\w.+@-])(?:{alternatives})(?![\w@-])(?!\.\w)", re.IGNORECASE)
+
+
 class PiiScrubber:
     """Replaces PII with typed placeholders (`<EMAIL>`) and counts what it found, per type."""
 
-    def __init__(self, extra_patterns: dict[str, str] | None = None):
+    def __init__(
+        self, extra_patterns: dict[str, str] | None = None, allow: Iterable[str] = ()
+    ) -> None:
         self.extra = [(kind, re.compile(p)) for kind, p in sorted((extra_patterns or {}).items())]
+        self.allow = allow_pattern(allow)
+
+    def _allowed(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in self.allow.finditer(text)] if self.allow else []
 
     def scrub(self, text: str) -> tuple[str, Counter]:
         found: Counter = Counter()
+        # A match that lies inside an allowed text (the organisation's own published phone
+        # number or address) is kept. The allowed spans are found again before each pass,
+        # since the replacements before it move them; nothing inside them is ever replaced.
+        allowed = self._allowed(text)
+        offset = 0
+
+        def kept(match: re.Match[str]) -> bool:
+            start, end = offset + match.start(), offset + match.end()
+            return any(a <= start and end <= b for a, b in allowed)
 
         for kind, pattern in self.extra:
 
             def replace_extra(match: re.Match[str], kind: str = kind) -> str:
+                if kept(match):
+                    return match.group(0)
                 found[kind] += 1
                 return f"<{kind}>"
 
             text = pattern.sub(replace_extra, text)
+            allowed = self._allowed(text)
 
         def replace(match: re.Match[str]) -> str:
             kind = _builtin_kind(match)
-            if kind is None:
+            if kind is None or kept(match):
                 return match.group(0)
             found[kind] += 1
             return f"<{kind}>"
 
         if "@" in text:
             text = _EMAIL_RE.sub(replace, text)
+            allowed = self._allowed(text)
         # An IBAN-shaped string failing its check is an account-like code, not a phone number:
         # its span is kept out of the number pass below.
         protected: list[tuple[int, int]] = []
@@ -223,7 +256,7 @@ class PiiScrubber:
             pieces, last = [], 0
             for match in _IBAN_RE.finditer(text):
                 pieces.append(text[last : match.start()])
-                if iban_ok(match.group(0)):
+                if iban_ok(match.group(0)) and not kept(match):
                     found["IBAN"] += 1
                     pieces.append("<IBAN>")
                 else:
@@ -233,6 +266,7 @@ class PiiScrubber:
                 last = match.end()
             pieces.append(text[last:])
             text = "".join(pieces)
+            allowed = self._allowed(text)
         # Cards and phones lie inside runs of digits and separators; only runs with 7+ digits
         # are examined, each with one character of context for the patterns' look-arounds.
         pieces, last = [], 0
@@ -245,6 +279,7 @@ class PiiScrubber:
             start = max(start - 1, last)
             end = min(end + 1, len(text))
             pieces.append(text[last:start])
+            offset = start
             pieces.append(_NUMBER_RE.sub(replace, text[start:end]))
             last = end
         if pieces:
@@ -254,14 +289,19 @@ class PiiScrubber:
 
 
 def step_pii(
-    items: list[Item], *, mode: str, patterns: dict[str, str] | None = None
+    items: list[Item],
+    *,
+    mode: str,
+    patterns: dict[str, str] | None = None,
+    allow: Iterable[str] = (),
 ) -> tuple[list[Item], StepReport, dict[str, int]]:
-    """mode "mask" replaces, "drop" removes every example holding any PII, "off" skips."""
+    """mode "mask" replaces, "drop" removes every example holding any PII, "off" skips.
+    `allow`: texts that are never PII (see `allow_pattern`)."""
     report = StepReport("pii", len(items), len(items), extra={"mode": mode})
     per_type: Counter = Counter()
     if mode == "off":
         return items, report, {}
-    scrubber = PiiScrubber(patterns)
+    scrubber = PiiScrubber(patterns, allow)
     # Most texts hold no PII and are ruled out at once; configured patterns can match anything,
     # so with them every text is scrubbed.
     texts = [text for item in items for text in item.texts()]

@@ -63,6 +63,8 @@ class BuildSettings:
     normalise: bool = True
     pii: str = "mask"
     pii_patterns: dict[str, str] = field(default_factory=dict)
+    # The organisation's own published contact details: never masked (`pipeline.allow_pattern`).
+    pii_allow: tuple[str, ...] = ()
     exact_dedup: bool = True
     near_dup_threshold: float | None = 0.8
     leakage_threshold: float = 0.8
@@ -115,6 +117,7 @@ class BuildSettings:
         if out["pii"] not in PII_MODES:
             raise InvalidDatasetRequest(f"pii must be one of {', '.join(PII_MODES)}.", field="pii")
         out["pii_patterns"] = _pii_patterns(o.get("pii_patterns") or {})
+        out["pii_allow"] = _pii_allow(o.get("pii_allow"))
         out["near_dup_threshold"] = _fraction(
             o.get("near_dup_threshold", 0.8), "near_dup_threshold", allow_none=True
         )
@@ -145,8 +148,12 @@ class BuildSettings:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for name in ("queues", "tags", "sources", "labels"):
+        for name in ("queues", "tags", "sources", "labels", "pii_allow"):
             data[name] = list(data[name])
+        if not data["pii_allow"]:
+            # Left out when empty: versions built before the setting existed keep their
+            # stored settings and manifest hash.
+            del data["pii_allow"]
         return data
 
     @classmethod
@@ -229,6 +236,37 @@ def _pii_patterns(value: Any) -> dict[str, str]:
             )
         out[kind] = pattern
     return dict(sorted(out.items()))
+
+
+PII_ALLOW_MAX = 100
+PII_ALLOW_MAX_CHARS = 200
+
+
+def _pii_allow(value: Any) -> tuple[str, ...]:
+    if value in (None, ""):
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise InvalidDatasetRequest(
+            "pii_allow must be a list of texts that are never masked.", field="pii_allow"
+        )
+    texts = sorted({v.strip() for v in value if v.strip()})
+    if len(texts) > PII_ALLOW_MAX:
+        raise InvalidDatasetRequest(
+            f"pii_allow takes at most {PII_ALLOW_MAX} texts.", field="pii_allow"
+        )
+    for text in texts:
+        if len(text) > PII_ALLOW_MAX_CHARS:
+            raise InvalidDatasetRequest(
+                f"pii_allow: {text[:40]!r}... is longer than {PII_ALLOW_MAX_CHARS} characters.",
+                field="pii_allow",
+            )
+        if len(text) < 3:
+            raise InvalidDatasetRequest(
+                f"pii_allow: {text!r} is too short to name a contact detail.", field="pii_allow"
+            )
+    return tuple(texts)
 
 
 def _caps(value: Any) -> dict[str, dict[str, int]]:

@@ -46,7 +46,7 @@ def run_pipeline(
         clock = tick("normalise", clock)
     progress and progress("pii")
     items, report, per_type = pipeline.step_pii(
-        items, mode=settings.pii, patterns=settings.pii_patterns
+        items, mode=settings.pii, patterns=settings.pii_patterns, allow=settings.pii_allow
     )
     reports.append(report.as_dict())
     counts["pii"] = per_type

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
@@ -48,6 +49,9 @@ def dataset_version_create(
 ) -> DatasetVersion:
     """Record a version to build (status building); `options` as for dataset_version_build."""
     name = _validated_name(name)
+    if "pii_allow" not in options:
+        # The project's published contact details; stored on the version like any setting.
+        options["pii_allow"] = django_settings.SIGNOFF_PII_ALLOW
     settings = BuildSettings.from_options(options)
     if parent is None:
         parent = (

@@ -62,6 +62,14 @@ class Command(BaseCommand):
         parser.add_argument("--no-normalise", action="store_true")
         parser.add_argument("--pii", choices=services.PII_MODES, default="mask")
         parser.add_argument("--pii-pattern", action="append", default=[], metavar="TYPE=REGEX")
+        parser.add_argument(
+            "--pii-allow",
+            action="append",
+            default=None,
+            metavar="TEXT",
+            help="Never masked: your own published phone number or address (repeatable; "
+            "default SIGNOFF_PII_ALLOW).",
+        )
         parser.add_argument("--no-exact-dedup", action="store_true")
         parser.add_argument("--near-dup-threshold", type=float, default=0.8, help="0 turns it off.")
         parser.add_argument("--leakage-threshold", type=float, default=0.8)
@@ -118,6 +126,7 @@ class Command(BaseCommand):
             "seed": opts["seed"],
             "eval_fraction": opts["eval_fraction"],
             "stratify": opts["stratify"],
+            **({"pii_allow": opts["pii_allow"]} if opts["pii_allow"] is not None else {}),
         }
         try:
             parent = (
