@@ -331,8 +331,17 @@ def main() -> None:
         "--max-new-tokens", type=int, default=80, help="house-style answers take <= 73"
     )
     parser.add_argument("--port", type=int, default=0, help="the web server's (default: free)")
+    parser.add_argument(
+        "--seeds",
+        default=f"{BEFORE_SEED}:{AFTER_SEED}",
+        help="the draws of demo questions, before:after (bench_loop_offline.py compares draws)",
+    )
     options = parser.parse_args()
     n = 12 if options.quick else options.n
+    before_seed, sep, after_seed = options.seeds.partition(":")
+    if not sep or not before_seed.isdigit() or not after_seed.isdigit():
+        raise SystemExit(f"--seeds: {options.seeds!r} is not BEFORE:AFTER (two seeds)")
+    before_seed, after_seed = int(before_seed), int(after_seed)
 
     var = Path(os.environ.get("SIGNOFF_VAR_DIR", ROOT / "var"))
     var.mkdir(parents=True, exist_ok=True)
@@ -361,7 +370,12 @@ def main() -> None:
     demo = start_demo(env, addrport, log)
     api = Api(f"http://{addrport}", tokens)
     loop = Loop(api, queue_id, [demo], options.max_new_tokens)
-    report: dict = {"n": n, "max_new_tokens": options.max_new_tokens, "load_start": load_start}
+    report: dict = {
+        "n": n,
+        "seeds": {"before": before_seed, "after": after_seed},
+        "max_new_tokens": options.max_new_tokens,
+        "load_start": load_start,
+    }
     try:
         from demo.data import demo_items
         from training_app.training.hyperparameters import validate
@@ -402,7 +416,7 @@ def main() -> None:
             loop.sign_off(base_version["id"])
             loop.deploy(base_version["id"])
 
-        before_items = list(demo_items(n, seed=BEFORE_SEED))
+        before_items = list(demo_items(n, seed=before_seed))
         with loop.stage("before: answer N questions (base version)"), torch_lock():
             right_before, answers_before = loop.ask(before_items)
         with loop.stage("before: review through the API"):
@@ -419,6 +433,14 @@ def main() -> None:
                  "model_version": base_version["name"], "run": "inline"},
             )  # fmt: skip
         train_examples = (dataset.get("counts") or {}).get("train")
+        report["dataset"] = {
+            "id": dataset["id"],
+            "train": train_examples,
+            "eval": (dataset.get("counts") or {}).get("eval"),
+            "pii_masked": (dataset.get("counts") or {}).get("pii"),
+            "pii_allow": (dataset.get("settings") or {}).get("pii_allow", []),
+        }
+        print(f"    dataset: {report['dataset']}", flush=True)
         fitted = fit_to_data(validate({}), explicit=set(), train_examples=train_examples or 0)
         sent = {k: v for k, v in fitted.chosen.items() if k in validate({}) and k != "max_steps"}
         if fitted.hyperparameters.get("max_steps"):
@@ -444,7 +466,7 @@ def main() -> None:
         with loop.stage("deploy"):
             loop.deploy(new_version["id"])
 
-        after_items = list(demo_items(n, seed=AFTER_SEED))
+        after_items = list(demo_items(n, seed=after_seed))
         with loop.stage("after: answer N new questions (retrained version)"), torch_lock():
             right_after, answers_after = loop.ask(after_items)
         with loop.stage("after: review through the API"):

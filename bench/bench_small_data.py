@@ -363,6 +363,9 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--fixed-sizes", default="40,80", help="the old fixed schedule, too")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed", type=int, default=1, help="seeds run from here (adds seeds to a log)"
+    )
     parser.add_argument("--quick", action="store_true", help="40 and 80 examples, one seed")
     parser.add_argument(
         "--model",
@@ -418,7 +421,7 @@ def main() -> None:
     )
     started = time.monotonic()
     runs = []
-    for seed in range(1, seeds + 1):
+    for seed in range(options.first_seed, options.first_seed + seeds):
         for size in sizes:
             params = schedule(size, "fitted", size * tokens_per_example)
             if options.smoke:

@@ -101,6 +101,12 @@ BENCHMARKS: list[tuple[str, list[str], list[str], bool]] = [
         False,
     ),
     ("loop", ["bench_loop.py"], ["bench_loop.py", "--quick"], False),
+    (
+        "loop-offline",
+        ["bench_loop_offline.py"],
+        ["bench_loop_offline.py", "--n", "24", "--pairs", "101:202"],
+        False,
+    ),
 ]
 
 
