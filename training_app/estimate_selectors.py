@@ -1,13 +1,19 @@
-"""Reads for the run form: how many optimizer steps a run will take and, from what finished
-runs on the same base model measured, about how long.
+"""Reads for the run form: the schedule a run will get (fitted to its dataset's training split,
+`training/recipe.py`), how many optimizer steps that is and, from what finished runs on the
+same base model measured, about how long.
 
 No figure is invented: without a finished run to measure, the estimate says so."""
 
-import math
+from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import Count, JSONField, Sum, TextField
+from django.db.models.functions import Cast, Coalesce, Length
 
 from datasets_app.models import DatasetVersion, DatasetVersionExample
 from training_app.models import BaseModel, TrainingRun
+from training_app.training.recipe import Recipe, estimate_tokens, fit_to_data
 
 MEASURED_RUNS = 5  # the most recent finished runs whose pace is averaged
 
@@ -15,22 +21,47 @@ MEASURED_RUNS = 5  # the most recent finished runs whose pace is averaged
 @dataclass(frozen=True)
 class RunEstimate:
     dataset_version: DatasetVersion
-    train_examples: int
-    batch_size: int
-    gradient_accumulation_steps: int
-    num_epochs: int
+    recipe: Recipe
     base_model: BaseModel | None
     seconds_per_step: float | None  # None: no finished run on this base model to measure
     measured_runs: int
 
     @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return self.recipe.hyperparameters
+
+    @property
+    def train_examples(self) -> int:
+        return self.recipe.train_examples
+
+    @property
+    def batch_size(self) -> int:
+        return self.recipe.hyperparameters["batch_size"]
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return self.recipe.hyperparameters["gradient_accumulation_steps"]
+
+    @property
+    def num_epochs(self) -> int:
+        return self.recipe.hyperparameters["num_epochs"]
+
+    @property
     def steps_per_epoch(self) -> int:
-        batches = math.ceil(self.train_examples / self.batch_size)
-        return math.ceil(batches / self.gradient_accumulation_steps)
+        return self.recipe.steps_per_epoch
 
     @property
     def optimizer_steps(self) -> int:
-        return self.steps_per_epoch * self.num_epochs
+        return self.recipe.total_steps
+
+    @property
+    def stops_early(self) -> bool:
+        """The last epoch ends at `max_steps`, before its end."""
+        return self.optimizer_steps < self.num_epochs * self.steps_per_epoch
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self.optimizer_steps * self.recipe.hyperparameters["warmup_ratio"])
 
     @property
     def seconds(self) -> float | None:
@@ -39,11 +70,43 @@ class RunEstimate:
         return self.optimizer_steps * self.seconds_per_step
 
 
-def train_examples_of(dataset_version: DatasetVersion) -> int:
+def train_split_size(dataset_version: DatasetVersion) -> tuple[int, int | None]:
+    """(examples, tokens) of the training split, in one aggregate query: the tokens estimated
+    from the characters of the messages trained on (`recipe.estimate_tokens`; the JSON's keys
+    and quotes stand in for the chat template's role markers), None where none could be read."""
+    members = DatasetVersionExample.objects.filter(version=dataset_version, split="train")
+    totals = members.aggregate(
+        examples=Count("pk"),
+        chars=Sum(
+            Length(
+                Cast(
+                    # The member's processed copy, else the example's own (as training reads
+                    # them: datasets_app.selectors.dataset_version_rows).
+                    Coalesce("messages", "example__messages", output_field=JSONField()),
+                    output_field=TextField(),
+                )
+            )
+        ),
+    )
     recorded = (dataset_version.counts or {}).get("train")
-    if isinstance(recorded, int):
-        return recorded
-    return DatasetVersionExample.objects.filter(version=dataset_version, split="train").count()
+    examples = recorded if isinstance(recorded, int) else int(totals["examples"] or 0)
+    chars = totals["chars"]
+    return examples, estimate_tokens(int(chars)) if chars else None
+
+
+def run_recipe(
+    *,
+    dataset_version: DatasetVersion,
+    hyperparameters: dict[str, Any],
+    explicit: Collection[str],
+) -> Recipe:
+    """The schedule fitted to `dataset_version`'s training split: `hyperparameters` complete and
+    validated, `explicit` the fields the launcher set (never changed). What
+    `training_run_create` records and the launch page shows, so the two cannot differ."""
+    examples, tokens = train_split_size(dataset_version)
+    return fit_to_data(
+        hyperparameters, explicit=explicit, train_examples=examples, train_tokens=tokens
+    )
 
 
 def measured_seconds_per_step(*, base_model: BaseModel | None) -> tuple[float | None, int]:
@@ -69,20 +132,14 @@ def measured_seconds_per_step(*, base_model: BaseModel | None) -> tuple[float | 
 
 
 def run_estimate(
-    *,
-    dataset_version: DatasetVersion,
-    base_model: BaseModel | None,
-    batch_size: int,
-    gradient_accumulation_steps: int,
-    num_epochs: int,
+    *, dataset_version: DatasetVersion, base_model: BaseModel | None, recipe: Recipe
 ) -> RunEstimate:
+    """The launch page's estimate: `recipe` as `training_run_check` fitted it (the run's own
+    schedule, so the steps counted are the steps it will take), at the measured pace."""
     pace, runs = measured_seconds_per_step(base_model=base_model)
     return RunEstimate(
         dataset_version=dataset_version,
-        train_examples=train_examples_of(dataset_version),
-        batch_size=max(1, batch_size),
-        gradient_accumulation_steps=max(1, gradient_accumulation_steps),
-        num_epochs=max(1, num_epochs),
+        recipe=recipe,
         base_model=base_model,
         seconds_per_step=pace,
         measured_runs=runs,

@@ -3,9 +3,7 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Model
-from django.forms import ModelChoiceField
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST, require_safe
@@ -27,9 +25,12 @@ from training_app.selectors import (
     training_run_get,
     training_runs_list,
 )
-from training_app.services import can_launch_training, training_run_cancel, training_run_create
-from training_app.services.base_models import base_model_default
-from training_app.training.hyperparameters import DEFAULTS
+from training_app.services import (
+    can_launch_training,
+    training_run_cancel,
+    training_run_check,
+    training_run_create,
+)
 
 COMPARED = ("eval_loss", "perplexity", "exact_match", "token_f1", "rouge_l", "length_ratio")
 
@@ -84,51 +85,43 @@ def launch(request):
             # No flash message: the run page says "queued" from the run's state, so the
             # banner cannot outlive the state it announced while the page updates itself.
             return redirect("training:run", run_id=run.pk)
-    estimate = _run_estimate(request.POST if request.method == "POST" else None, form)
+    estimate, problem = _run_estimate(request, form)
     return render(
         request,
         "training_app/launch.html",
-        {"form": form, "estimate": estimate},
+        {"form": form, "estimate": estimate, "estimate_problem": problem},
         status=400 if form.errors else 200,
     )
 
 
-def _chosen(field: ModelChoiceField, value: str | None) -> Model | None:
-    try:
-        return field.to_python(value)
-    except ValidationError:
-        return None
-
-
-def _number(data, name: str) -> int:
-    try:
-        return max(1, int(data.get(name) or DEFAULTS[name]))
-    except (TypeError, ValueError):
-        return DEFAULTS[name]
-
-
-def _run_estimate(data, form: LaunchForm) -> RunEstimate | None:
-    """The run form's estimate from what it holds now: the submitted values (a re-shown form or
-    the htmx fragment), else the form's initial dataset with the default hyperparameters."""
-    fields = form.fields
-    if data is None:
-        data = {"dataset_version": getattr(form.initial.get("dataset_version"), "pk", None)}
-    dataset_version = _chosen(fields["dataset_version"], data.get("dataset_version"))
+def _run_estimate(request, form: LaunchForm) -> tuple[RunEstimate | None, str]:
+    """The run form's estimate from what it holds now (a submitted or re-shown form, the htmx
+    fragment's fields; else the form's initial dataset and nothing set), checked and fitted by
+    the service that creates the run, so it counts the steps the run will take. Returns
+    (estimate, "") or (None, why there is none)."""
+    if form.is_bound:
+        form.is_valid()  # the fields that are valid are in cleaned_data
+        values = form.cleaned_data
+    else:
+        values = {"dataset_version": form.initial.get("dataset_version")}
+    dataset_version = values.get("dataset_version")
     if dataset_version is None:
-        return None
-    parent = _chosen(fields["parent_version"], data.get("parent_version"))
-    base_model = (
-        parent.base_model
-        if parent is not None
-        else _chosen(fields["base_model"], data.get("base_model")) or base_model_default()
-    )
+        return None, ""
+    try:
+        plan = training_run_check(
+            user=request.user,
+            dataset_version=dataset_version,
+            base_model=values.get("base_model"),
+            parent_version=values.get("parent_version"),
+            hyperparameters=form.hyperparameters() if form.is_bound else {},
+        )
+    except ApplicationError as exc:
+        return None, exc.message
+    if plan.recipe is None:  # never: a dataset version was given
+        return None, ""
     return run_estimate(
-        dataset_version=dataset_version,
-        base_model=base_model,
-        batch_size=_number(data, "batch_size"),
-        gradient_accumulation_steps=_number(data, "gradient_accumulation_steps"),
-        num_epochs=_number(data, "num_epochs"),
-    )
+        dataset_version=dataset_version, base_model=plan.base_model, recipe=plan.recipe
+    ), ""
 
 
 @login_required
@@ -138,10 +131,11 @@ def _run_estimate(data, form: LaunchForm) -> RunEstimate | None:
 )
 def launch_estimate(request):
     """The run form's estimate as a fragment, asked for again whenever the form changes."""
+    estimate, problem = _run_estimate(request, LaunchForm(request.GET))
     return render(
         request,
         "training_app/_run_estimate.html",
-        {"estimate": _run_estimate(request.GET, LaunchForm())},
+        {"estimate": estimate, "estimate_problem": problem},
     )
 
 

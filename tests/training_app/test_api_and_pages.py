@@ -30,6 +30,25 @@ def test_ml_engineers_and_admins_launch_through_the_api(api, personas, dataset, 
     assert detail.status_code == 200 and detail.json()["id"] == body["id"]
 
 
+def test_the_api_fits_what_the_request_left_out_and_says_why(api, personas, dataset):
+    answer = post_run(api(personas["ml_engineer"]), dataset)  # num_epochs 1, 2 examples
+    assert answer.status_code == 201, answer.json()
+    body = answer.json()
+    recipe = body["recipe"]
+    assert recipe["explicit"] == ["num_epochs"] and body["hyperparameters"]["num_epochs"] == 1
+    assert body["hyperparameters"]["batch_size"] == recipe["fitted"]["batch_size"] == 4
+    assert recipe["total_steps"] == 1 and recipe["train_examples"] == 2 and recipe["reasons"]
+    version = api(personas["auditor"]).get(f"/api/model-versions/{body['model_version']['id']}/")
+    assert version.json()["config"]["recipe"] == recipe
+    # An explicit cadence is taken as given.
+    answer = post_run(
+        api(personas["ml_engineer"]),
+        dataset,
+        hyperparameters={"num_epochs": 1, "eval_every_steps": 1},
+    )
+    assert answer.json()["hyperparameters"]["eval_every_steps"] == 1
+
+
 @pytest.mark.parametrize("role", NOT_LAUNCHERS)
 def test_every_other_role_is_refused(api, personas, dataset, role):
     assert post_run(api(personas[role]), dataset).status_code == 403
@@ -46,6 +65,9 @@ def test_anonymous_is_refused(api, dataset):
         ({"hyperparameters": {"lora_r": -1}}, "hyperparameters.lora_r"),
         ({"hyperparameters": {"learning_rate": 5}}, "hyperparameters.learning_rate"),
         ({"hyperparameters": {"nonsense": 1}}, "hyperparameters.nonsense"),
+        ({"hyperparameters": {"eval_every_steps": 0}}, "hyperparameters.eval_every_steps"),
+        ({"hyperparameters": {"eval_every_steps": 2.5}}, "hyperparameters.eval_every_steps"),
+        ({"hyperparameters": {"eval_every_steps": "often"}}, "hyperparameters.eval_every_steps"),
         ({"base_model": "no-such-model"}, "base_model"),
         ({"parent_version": "00000000-0000-0000-0000-000000000000"}, "parent_version"),
     ],

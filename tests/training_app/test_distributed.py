@@ -42,8 +42,9 @@ def splits(tmp_path_factory):
 
 
 def dist_args(model_dir, splits, out, **overrides):
-    # 14 examples, global batch 4: 4 steps, the last with 2 examples (one per rank).
-    values = dict(num_epochs=1, checkpoint_every_steps=2, lora_dropout=0.0)
+    # 14 examples, global batch 4: 4 steps, the last with 2 examples (one per rank); evaluated
+    # at step 2 (every rank scores its share) and at the end.
+    values = dict(num_epochs=1, checkpoint_every_steps=2, eval_every_steps=2, lora_dropout=0.0)
     values.update(overrides)
     return args_for(model_dir, splits, out, **values)
 
@@ -58,7 +59,7 @@ def one_process(tiny_model_dir, splits, tmp_path_factory):
 class Recorder(TrainingHooks):
     def __init__(self, stop_after: int | None = None):
         self.steps: list[int] = []
-        self.evals: list[float] = []
+        self.evals: list[tuple[int, float]] = []
         self.checkpoints: list[int] = []
         self.stop_after = stop_after
 
@@ -69,7 +70,7 @@ class Recorder(TrainingHooks):
         self.steps.append(p.step)
 
     def on_eval(self, *, step, epoch, eval_loss) -> None:
-        self.evals.append(eval_loss)
+        self.evals.append((step, eval_loss))
 
     def on_checkpoint(self, *, step, path) -> None:
         self.checkpoints.append(step)
@@ -155,9 +156,11 @@ def test_two_processes_train_to_the_loss_of_one(tiny_model_dir, splits, tmp_path
     assert (two.global_batch_size, two.per_rank_batch_size, two.per_rank_accumulation) == (4, 2, 1)
     assert two.steps == one.steps == 4
     assert two.train_tokens == one.train_tokens  # every example once, over both ranks
-    # Rank 0 alone reports: each step once, then the eval.
+    # Rank 0 alone reports: each step once, the evals (step 2 and the end), the checkpoints.
     assert hooks.steps == [1, 2, 3, 4]
-    assert len(hooks.evals) == 1 and hooks.checkpoints == [2, 4]
+    assert [step for step, _ in hooks.evals] == [2, 4] and hooks.checkpoints == [2, 4]
+    for (_, a), b in zip(hooks.evals, one.eval_history, strict=True):
+        assert a == pytest.approx(b["eval_loss"], abs=TOLERANCE)
     assert two.best_eval_loss == pytest.approx(one.best_eval_loss, abs=TOLERANCE)
     for (_, a, _), (_, b, _) in zip(one.loss_history, two.loss_history, strict=True):
         assert a == pytest.approx(b, abs=TOLERANCE)

@@ -1,13 +1,17 @@
 """From a dataset version to a run: "Train on this", the run form preselected and labelled,
-and the number of optimizer steps and the time they take, estimated before launch."""
+the schedule fitted to the dataset and why, and the number of optimizer steps and the time
+they take, estimated before launch."""
 
 import re
 
 import pytest
 from django.utils import timezone
+from django.utils.html import escape
 
+from training_app.estimate_selectors import run_recipe
 from training_app.forms import LaunchForm
 from training_app.models import TrainingRun
+from training_app.training.hyperparameters import validate
 
 # Pages: their database reads are covered on PostgreSQL by the service and API tests.
 pytestmark = [pytest.mark.django_db, pytest.mark.once]
@@ -78,9 +82,10 @@ def test_the_estimate_says_no_measurement_yet_without_finished_runs(client, pers
     _, newer = datasets
     client.force_login(personas["ml_engineer"])
     html = client.get(f"/training/runs/new/?dataset_version={newer.pk}").content.decode()
-    # 10 training examples, batch 8 (defaults), 2 epochs: 2 steps an epoch, 4 in all.
+    # 10 training examples, batch 4 (fitted: a small set), 3 steps an epoch; 72 updates
+    # would take 24 epochs, so 16 (the most), 48 steps.
     assert 'id="run-estimate"' in html
-    assert "<strong>4</strong> optimizer steps" in html
+    assert "<strong>48</strong> optimizer steps: 16 epochs of 3 (" in html
     assert "no measurement yet" in html
 
 
@@ -109,3 +114,60 @@ def test_the_estimate_fragment_is_for_launchers_only(client, personas, datasets)
     client.force_login(personas["reviewer"])
     url = f"/training/runs/new/estimate/?dataset_version={datasets[1].pk}"
     assert client.get(url, **HTMX).status_code == 403
+
+
+def test_the_launch_page_shows_the_fitted_schedule_and_why(
+    client, personas, make_dataset_version, tiny_base_model, training_dirs
+):
+    dataset = make_dataset_version(40, 2, name="forty")
+    client.force_login(personas["ml_engineer"])
+    html = client.get(f"/training/runs/new/?dataset_version={dataset.pk}").content.decode()
+    recipe = run_recipe(dataset_version=dataset, hyperparameters=validate({}), explicit=())
+    # 40 examples: batch 4, 10 steps an epoch, 72 updates at least: 8 epochs, stopping at 72.
+    assert recipe.total_steps == 72
+    assert "<strong>72</strong> optimizer steps: 8 epochs of 10, the last stopping at step 72" in (
+        html
+    )
+    assert "batch 4: 40 examples (&lt; 256) need more updates per pass" in html
+    for reason in recipe.reasons:
+        assert escape(reason) in html
+    assert "4 warm-up steps" in html and "at each epoch end" in html
+    # The schedule fields start blank: left so, they are fitted, not sent as defaults.
+    form = re.search(r'<input type="number" name="num_epochs"[^>]*>', html).group(0)
+    assert "value=" not in form and 'placeholder="fitted to the data"' in form
+
+
+def test_what_the_launcher_sets_is_kept_and_the_estimate_counts_what_the_run_gets(
+    client, personas, datasets
+):
+    _, newer = datasets  # 10 training examples
+    client.force_login(personas["ml_engineer"])
+    fields = f"dataset_version={newer.pk}&num_epochs=2&batch_size=&gradient_accumulation_steps=1"
+    fragment = client.get(f"/training/runs/new/estimate/?{fields}", **HTMX).content.decode()
+    # Every field as the page sends it: those at their default and the blank batch size are
+    # not "set", so only num_epochs is kept as given.
+    form = {name: field.initial for name, field in LaunchForm().fields.items()}
+    form.update(dataset_version=newer.pk, num_epochs=2, batch_size="", base_model="", name="")
+    form.update(parent_version="")
+    answer = client.post("/training/runs/new/", form)
+    assert answer.status_code == 302, answer.content.decode()
+    run = TrainingRun.objects.get()
+    recipe = run.model_version.config["recipe"]
+    assert recipe["explicit"] == ["num_epochs"]
+    assert run.hyperparameters["num_epochs"] == 2  # the recipe alone would give 16
+    assert run.hyperparameters["batch_size"] == recipe["fitted"]["batch_size"] == 4
+    assert recipe["total_steps"] == 6  # 2 epochs of 3
+    assert "<strong>6</strong> optimizer steps: 2 epochs of 3 (" in fragment
+    assert "As you set: num_epochs." in fragment
+    run_page = client.get(f"/training/runs/{run.pk}/").content.decode()
+    assert "6 optimizer steps over 10 training examples, fitted to the data" in run_page
+    assert all(escape(reason) in run_page for reason in recipe["reasons"])
+    assert "As set at launch: num_epochs." in run_page
+
+
+def test_the_estimate_names_a_bad_value_instead_of_counting(client, personas, datasets):
+    client.force_login(personas["ml_engineer"])
+    url = f"/training/runs/new/estimate/?dataset_version={datasets[1].pk}&batch_size=0"
+    html = client.get(url, **HTMX).content.decode()
+    assert "No estimate: batch_size: must be between 1 and 512" in html
+    assert "optimizer steps" not in html

@@ -104,14 +104,33 @@ def test_it_checkpoints_by_work_done_and_says_why():
     assert short.chosen["batch_size"] == 4 and "num_epochs" in short.chosen
 
 
-def test_eval_cadence_is_advice_until_the_trainer_takes_it():
-    r = fitted(320)
-    if "eval_every_steps" in DEFAULTS:
-        assert r.hyperparameters["eval_every_steps"] == 20
-    else:
-        assert r.advice == {"eval_every_steps": 20}
-        assert "eval_every_steps" not in r.hyperparameters
-    assert "eval_every_steps" not in fitted(80).advice  # 4 epoch ends already
+def test_a_run_of_few_epochs_is_also_evaluated_between_epoch_ends():
+    r = fitted(320)  # 2 epochs of 40
+    assert r.hyperparameters["eval_every_steps"] == r.chosen["eval_every_steps"] == 20
+    assert not r.advice  # the trainer takes it
+    assert fitted(80).hyperparameters["eval_every_steps"] is None  # 4 epoch ends already
+    # One epoch of 8 steps: an evaluation every 2 steps would be noise; the epoch end only.
+    short = fitted(32, {"num_epochs": 1})
+    assert short.total_steps == 8 and short.hyperparameters["eval_every_steps"] is None
+    assert any("at the epoch end only" in reason for reason in short.reasons)
+    assert fitted(320, {"eval_every_steps": 7}).hyperparameters["eval_every_steps"] == 7
+
+
+def test_an_empty_split_keeps_the_values_given():
+    r = fitted(0, {"num_epochs": 3})
+    assert r.hyperparameters == validate({"num_epochs": 3})
+    assert r.total_steps == 0 and not r.chosen and r.reasons
+    assert r.explicit == ["num_epochs"]
+
+
+def test_it_records_what_it_fitted_what_was_given_and_why():
+    record = fitted(80, {"lora_r": 8}, tokens=12_000).record()
+    assert record["fitted"]["batch_size"] == 4 and record["explicit"] == ["lora_r"]
+    assert record["total_steps"] == MIN_UPDATES and record["train_examples"] == 80
+    assert record["reasons"] and record["train_tokens"] == 12_000
+    import json
+
+    assert json.loads(json.dumps(record)) == record  # stored in a JSON column as is
 
 
 def test_it_leaves_fields_it_does_not_schedule_alone():

@@ -11,6 +11,7 @@ from django.utils import timezone
 from core.audit import audit_verify
 from tests.brokers import training_actors_on
 from training_app.errors import InvalidTrainingRequest, TrainingForbidden, TransitionRefused
+from training_app.estimate_selectors import train_split_size
 from training_app.models import Evaluation, ModelVersion, TrainingRun
 from training_app.services import (
     base_model_register,
@@ -20,7 +21,10 @@ from training_app.services import (
     training_run_execute,
     training_runs_sweep,
 )
+from training_app.services.runs import training_run_check
 from training_app.tasks import train_model_version
+from training_app.training.hyperparameters import validate
+from training_app.training.recipe import estimate_tokens, fit_to_data
 
 FAST = {"num_epochs": 1, "batch_size": 4, "lora_r": 4, "lora_alpha": 8}
 
@@ -96,6 +100,110 @@ def test_it_creates_the_run_and_its_version_and_enqueues_after_commit(
     assert version.config["hyperparameters"]["lora_r"] == 4
     assert version.base_model_ref["weight_sha256"] == tiny_base_model.weight_sha256
     broker.flush_all()
+
+
+# -- the schedule fitted to the data (training/recipe.py) ---------------------------------------
+
+
+def train_messages_chars(dataset) -> int:
+    from datasets_app.models import DatasetVersionExample
+
+    members = DatasetVersionExample.objects.filter(version=dataset, split="train")
+    return sum(len(json.dumps(member.messages)) for member in members)
+
+
+def test_a_run_left_at_the_defaults_gets_the_schedule_fitted_to_its_dataset(
+    engineer, make_dataset_version, tiny_base_model, training_dirs
+):
+    dataset = make_dataset_version(20, 2)
+    examples, tokens = train_split_size(dataset)
+    # The tokens come from the messages' characters, read in one query on any database.
+    assert examples == 20
+    assert tokens == pytest.approx(estimate_tokens(train_messages_chars(dataset)), rel=0.05)
+    expected = fit_to_data(validate({}), explicit=set(), train_examples=20, train_tokens=tokens)
+
+    run = create(engineer, dataset, hyperparameters={})  # not trained: 72 steps
+    assert run.hyperparameters == expected.hyperparameters
+    assert run.hyperparameters["batch_size"] == 4 and run.hyperparameters["max_steps"] == 72
+    recorded = run.model_version.config["recipe"]
+    assert recorded == expected.record()
+    assert recorded["total_steps"] == expected.total_steps == 72
+    assert recorded["explicit"] == [] and "batch_size" in recorded["fitted"]
+    assert run.model_version.config["hyperparameters"] == run.hyperparameters
+
+
+def test_explicit_hyperparameters_are_never_changed(
+    engineer, make_dataset_version, tiny_base_model, training_dirs
+):
+    given = {
+        "num_epochs": 3,
+        "batch_size": 8,
+        "max_steps": 5,
+        "warmup_ratio": 0.2,
+        "checkpoint_every_steps": 7,
+        "eval_every_steps": 3,
+        "learning_rate": 0.01,
+    }
+    run = create(engineer, make_dataset_version(20, 2), hyperparameters=dict(given))
+    assert {name: run.hyperparameters[name] for name in given} == given
+    recorded = run.model_version.config["recipe"]
+    assert recorded["explicit"] == sorted(given) and recorded["fitted"] == {}
+    assert recorded["total_steps"] == 5
+    # Only what was left out is fitted: here the batch size, from 20 examples.
+    run = create(engineer, make_dataset_version(20, 2), hyperparameters={"num_epochs": 1})
+    assert run.hyperparameters["num_epochs"] == 1 and run.hyperparameters["batch_size"] == 4
+    assert run.model_version.config["recipe"]["total_steps"] == 5
+
+
+def test_a_continued_run_keeps_its_parents_adapter_shape_and_fits_its_schedule(
+    engineer, make_dataset_version, tiny_base_model, training_dirs
+):
+    parent_run = create(engineer, make_dataset_version(4, 1))  # FAST: lora_r 4
+    parent = parent_run.model_version
+    ModelVersion.objects.filter(pk=parent.pk).update(status="trained")
+    parent.refresh_from_db()
+    child = create(
+        engineer,
+        make_dataset_version(40, 2, name="more"),
+        parent_version=parent,
+        hyperparameters={"lora_r": 32},
+    )
+    assert (child.hyperparameters["lora_r"], child.hyperparameters["lora_alpha"]) == (4, 8)
+    recipe = child.model_version.config["recipe"]
+    assert recipe["train_examples"] == 40 and recipe["total_steps"] == 72
+    assert child.hyperparameters["batch_size"] == 4 and child.hyperparameters["max_steps"] == 72
+
+
+def test_a_check_without_a_dataset_version_fits_nothing(engineer, tiny_base_model, training_dirs):
+    plan = training_run_check(user=engineer, dataset_version=None, hyperparameters={})
+    assert plan.recipe is None and plan.hyperparameters == validate({})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_train_command_keeps_its_set_values_and_fits_the_rest(
+    make_user, make_dataset_version, tiny_base_model, training_dirs
+):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    engineer = make_user("ml_engineer")
+    dataset = make_dataset_version(4, 1)
+    out = StringIO()
+    sets = ["num_epochs=1", "batch_size=2", "lora_r=4", "lora_alpha=8"]
+    arguments = [f"--set={item}" for item in sets]
+    call_command(
+        "train", f"--dataset-version={dataset.pk}", f"--user={engineer.username}", "--no-evaluate",
+        *arguments, stdout=out,
+    )  # fmt: skip
+    run = TrainingRun.objects.get()
+    recipe = run.model_version.config["recipe"]
+    assert run.status == "succeeded" and run.progress["step"] == recipe["total_steps"] == 2
+    assert recipe["explicit"] == ["batch_size", "lora_alpha", "lora_r", "num_epochs"]
+    assert run.hyperparameters["batch_size"] == 2 and "batch_size" not in recipe["fitted"]
+    printed = out.getvalue()
+    assert "2 optimizer steps over 4 training examples; as set: batch_size, lora_alpha" in printed
+    assert all(f"fitted: {reason}" in printed for reason in recipe["reasons"])
 
 
 @pytest.mark.django_db(transaction=True)

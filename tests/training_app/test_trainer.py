@@ -271,6 +271,67 @@ def test_it_resumes_from_a_mid_epoch_checkpoint(tiny_model_dir, jsonl_splits, tm
     assert resumed.best_eval_loss == pytest.approx(whole.best_eval_loss, rel=1e-5)
 
 
+def test_it_evaluates_every_n_steps_and_keeps_the_best_adapter(
+    tiny_model_dir, jsonl_splits, tmp_path, monkeypatch
+):
+    from training_app.training import trainer
+
+    # Scripted eval losses (steps 3, 4, 6, 8): the best is mid-epoch, at step 6.
+    losses = iter([1.0, 2.0, 0.5, 3.0])
+    monkeypatch.setattr(trainer, "evaluate_sums", lambda *a, **k: (next(losses), 1.0))
+    seen = []
+
+    class Hooks(TrainingHooks):
+        def on_eval(self, *, step, epoch, eval_loss):
+            seen.append((step, epoch, eval_loss))
+
+    out = tmp_path / "out"
+    # 16 examples, batch 4: 4 steps an epoch, 8 in all; a checkpoint every 3 steps, kept.
+    result = run(
+        args_for(tiny_model_dir, jsonl_splits, out, eval_every_steps=3, keep_checkpoints=10),
+        Hooks(),
+    )
+    # Every 3 steps and at each epoch end; the epoch's last step is evaluated once.
+    assert seen == [(3, 0, 1.0), (4, 0, 2.0), (6, 1, 0.5), (8, 1, 3.0)]
+    assert [(e["step"], e["eval_loss"]) for e in result.eval_history] == [
+        (3, 1.0),
+        (4, 2.0),
+        (6, 0.5),
+        (8, 3.0),
+    ]
+    assert (result.best_step, result.best_eval_loss) == (6, 0.5)
+    best = adapter_tensors(out / "checkpoints" / "step-000006" / "adapter")
+    final = adapter_tensors(out / "adapter")
+    assert all(bool((best[k] == final[k]).all()) for k in best)
+    last = adapter_tensors(out / "checkpoints" / "step-000008" / "adapter")
+    assert any(bool((last[k] != final[k]).any()) for k in last)
+
+
+def test_step_evaluations_resume_to_the_result_of_an_uninterrupted_run(
+    tiny_model_dir, jsonl_splits, tmp_path
+):
+    whole = run(args_for(tiny_model_dir, jsonl_splits, tmp_path / "whole", eval_every_steps=3))
+
+    class CrashAtStep5(TrainingHooks):
+        def on_progress(self, p):
+            assert p.steps_per_epoch == 4
+            if p.step == 5:
+                raise Crash()
+
+    crashed = tmp_path / "crashed"
+    with pytest.raises(Crash):
+        run(args_for(tiny_model_dir, jsonl_splits, crashed, eval_every_steps=3), CrashAtStep5())
+    resumed = run(args_for(tiny_model_dir, jsonl_splits, crashed, eval_every_steps=3))
+    assert resumed.resumed_from_step == 4
+    # The evaluation at step 3 came back with the checkpoint; 6 and 8 were run again.
+    assert [e["step"] for e in resumed.eval_history] == [3, 4, 6, 8]
+    for a, b in zip(whole.eval_history, resumed.eval_history, strict=True):
+        assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-5)
+    assert resumed.best_step == whole.best_step
+    a, b = adapter_tensors(tmp_path / "whole" / "adapter"), adapter_tensors(crashed / "adapter")
+    assert all((a[k] - b[k]).abs().max() < 1e-5 for k in a)
+
+
 def test_it_stops_within_one_step_when_cancelled(tiny_model_dir, jsonl_splits, tmp_path):
     steps = []
 

@@ -16,6 +16,7 @@ class TrainingRunOutput(serializers.ModelSerializer):
     base_model = serializers.CharField(source="base_model.name")
     parent_version = serializers.UUIDField(source="parent_version_id", allow_null=True)
     model_version = serializers.SerializerMethodField()
+    recipe = serializers.SerializerMethodField()
     created_by = serializers.CharField(source="created_by.username")
     percent = serializers.IntegerField()
 
@@ -29,6 +30,7 @@ class TrainingRunOutput(serializers.ModelSerializer):
             "parent_version",
             "model_version",
             "hyperparameters",
+            "recipe",
             "created_by",
             "created_at",
             "started_at",
@@ -52,6 +54,13 @@ class TrainingRunOutput(serializers.ModelSerializer):
             if version
             else None
         )
+
+    def get_recipe(self, run: TrainingRun) -> dict | None:
+        """How the schedule was chosen, as its model version recorded it (training/recipe.py):
+        {fitted, explicit, reasons, train_examples, train_tokens, steps_per_epoch,
+        total_steps}; null for a run launched before the recipe was applied."""
+        version = getattr(run, "model_version", None)
+        return (version.config or {}).get("recipe") if version else None
 
 
 class EvaluationOutput(serializers.ModelSerializer):

@@ -10,7 +10,7 @@ the sweeper is `sweep`, and the lease helpers that evaluations share are in `lea
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -29,12 +29,14 @@ from training_app.errors import (
     TrainingForbidden,
     TransitionRefused,
 )
+from training_app.estimate_selectors import run_recipe
 from training_app.models import BaseModel, ModelVersion, TrainingRun
 from training_app.services import leases
 from training_app.services.base_models import base_model_default
 from training_app.services.versions import model_version_transition
 from training_app.training.hyperparameters import HyperparameterError
 from training_app.training.hyperparameters import validate as validate_hyperparameters
+from training_app.training.recipe import Recipe
 
 # A parent must have trained successfully and not have been turned down.
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -88,6 +90,13 @@ def _run_transition(
 # -- create and cancel ------------------------------------------------------------------------
 
 
+class RunPlan(NamedTuple):
+    base_model: BaseModel
+    hyperparameters: dict[str, Any]  # complete: given, fitted to the data, else the defaults
+    name: str
+    recipe: Recipe | None  # None: no dataset version to fit the schedule to
+
+
 def training_run_check(
     *,
     user: AbstractBaseUser,
@@ -96,10 +105,13 @@ def training_run_check(
     parent_version: ModelVersion | None = None,
     hyperparameters: dict[str, Any] | None = None,
     name: str = "",
-) -> tuple[BaseModel, dict[str, Any], str]:
-    """Every check of `training_run_create`, with no side effect: (base model, complete
-    hyperparameters, clean name). Flows that must do slow work first (building a dataset) call
-    it before, so a bad request leaves nothing behind. dataset_version=None skips its check."""
+) -> RunPlan:
+    """Every check of `training_run_create`, with no side effect: the base model, the complete
+    hyperparameters, the clean name, and the recipe that fitted the schedule fields the
+    request left out to the dataset version's training split (`training/recipe.py`; what the
+    request set is never changed). Flows that must do slow work first (building a dataset)
+    call it before, so a bad request leaves nothing behind. dataset_version=None skips its
+    check and the fitting."""
     if not can_launch_training(user):
         raise TrainingForbidden("Only ML engineers and admins launch training runs.")
     if dataset_version is not None and dataset_version.status != DatasetVersion.Status.READY:
@@ -136,6 +148,16 @@ def training_run_check(
         for key in ("lora_r", "lora_alpha", "target_modules"):
             if key in parent_params:
                 params[key] = parent_params[key]
+    recipe = None
+    if dataset_version is not None:
+        # A continued run is fitted the same way: its schedule is about the data it trains on
+        # now (the recipe never touches the adapter's shape, the parent's above).
+        recipe = run_recipe(
+            dataset_version=dataset_version,
+            hyperparameters=params,
+            explicit=set(hyperparameters or {}),
+        )
+        params = recipe.hyperparameters
     name = name.strip()
     if len(name) > 100:
         raise InvalidTrainingRequest("At most 100 characters.", field="name")
@@ -146,7 +168,7 @@ def training_run_check(
         )
     if name and ModelVersion.objects.filter(name=name).exists():
         raise InvalidTrainingRequest(f"A model version named {name} exists.", field="name")
-    return base_model, params, name
+    return RunPlan(base_model, params, name, recipe)
 
 
 def training_run_create(
@@ -160,8 +182,9 @@ def training_run_create(
     enqueue: bool = True,
 ) -> TrainingRun:
     """Validate everything up front, record the run and its model version (status training),
-    and queue it for a worker once the transaction commits."""
-    base_model, params, name = training_run_check(
+    with the recipe that fitted its schedule (`config["recipe"]`: the fields fitted, the ones
+    given, and why), and queue it for a worker once the transaction commits."""
+    base_model, params, name, recipe = training_run_check(
         user=user,
         dataset_version=dataset_version,
         base_model=base_model,
@@ -197,6 +220,7 @@ def training_run_create(
                     "manifest_hash": dataset_version.manifest_hash,
                 },
                 "parent_version": str(parent_version.pk) if parent_version else None,
+                "recipe": recipe.record() if recipe is not None else None,
             },
         )
         audit_append(

@@ -180,7 +180,7 @@ def _make_hooks(
             # A checkpoint may follow this step: the write checks the lease first, so a worker
             # that lost its run (stalled past the sweep, then woke up) never writes into the
             # run's folder after the new owner started.
-            per_epoch = (p.total_steps // epochs) or 1
+            per_epoch = p.steps_per_epoch or (p.total_steps // epochs) or 1
             checkpoint_next = (checkpoint_every and p.step % checkpoint_every == 0) or (
                 p.step % per_epoch == 0
             )

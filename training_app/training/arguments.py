@@ -47,9 +47,21 @@ class TrainingArguments:
     checkpoint_every_steps: int = field(
         default=50, metadata={"help": "Checkpoint every N steps (and at every epoch end)."}
     )
+    eval_every_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate every N optimizer steps as well as at every epoch end, keeping the "
+            "adapter with the best eval loss (None: epoch ends only)."
+        },
+    )
     keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept on disk."})
     max_steps: int | None = field(
-        default=None, metadata={"help": "Stop after this many steps (smoke runs)."}
+        default=None,
+        metadata={
+            "help": "Stop after this many steps: inside the last epoch, so the learning rate "
+            "reaches zero where training ends (the recipe's choice for small data), or a "
+            "smoke run."
+        },
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda."})
     resume: bool = field(default=True, metadata={"help": "Resume from the last checkpoint."})
@@ -84,6 +96,9 @@ class Progress:
     tokens_per_second: float
     eta_seconds: float
     elapsed_seconds: float
+    # Where the epochs end (the last may stop early at max_steps): the worker checks its lease
+    # before each epoch-end checkpoint. 0: not reported (a caller built before it existed).
+    steps_per_epoch: int = 0
 
 
 @dataclass

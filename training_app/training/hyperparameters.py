@@ -40,6 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.0,
     "checkpoint_every_steps": 50,
     "max_steps": None,
+    # Evaluate (and keep the best adapter) every N optimizer steps as well as at every epoch
+    # end; None: epoch ends only. A run of few epochs gets it from the recipe (recipe.py), so
+    # the best adapter is picked from more than one or two evaluations.
+    "eval_every_steps": None,
     # Processes training together (one per GPU, or CPU processes). The other numbers keep their
     # meaning for any world size: `batch_size * gradient_accumulation_steps` examples make one
     # optimizer step, split across the processes (docs/training.md, "More than one device").
@@ -64,9 +68,12 @@ LIMITS: dict[str, tuple[type, float, float]] = {
     "weight_decay": (float, 0.0, 1.0),
     "checkpoint_every_steps": (int, 1, 1_000_000),
     "max_steps": (int, 1, 10_000_000),
+    "eval_every_steps": (int, 1, 10_000_000),
     # The hard cap; `validate(max_world_size=...)` narrows it to what the worker's machine has.
     "world_size": (int, 1, 64),
 }
+# Fields that may also be None (no limit, no extra evaluations).
+NULLABLE = frozenset({"max_steps", "eval_every_steps"})
 # field: allowed values (see TrainingArguments for what each means)
 CHOICES: dict[str, tuple[str, ...]] = {
     "packing": ("shared_prefix", "flatten", "none"),
@@ -113,7 +120,7 @@ def validate(
     clean = {**DEFAULTS, **{k: v for k, v in values.items()}}
     for name, (kind, low, high) in LIMITS.items():
         value = clean[name]
-        if value is None and name == "max_steps":
+        if value is None and name in NULLABLE:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise HyperparameterError(name, f"must be a number, got {value!r}")

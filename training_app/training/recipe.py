@@ -27,8 +27,9 @@ follows it):
    (linear warmup then linear decay, the trainer's schedule).
 4. Evaluation: the trainer evaluates at each epoch end and keeps the best adapter. A run of
    fewer than `MIN_EVALS` epochs gets `eval_every_steps` so the best is picked from at least
-   `MIN_EVALS` evaluations -- applied only where the trainer has that hyperparameter
-   (`DEFAULTS`); otherwise it is reported in `Recipe.advice`.
+   `MIN_EVALS` evaluations, unless that would evaluate more often than every
+   `MIN_EVAL_EVERY` steps: in a run that short the eval loss moves less between two
+   evaluations than its noise, and each one costs a pass over the eval split.
 5. Checkpoints: every `CHECKPOINT_TOKENS` tokens of work (about 5 minutes on 2 CPU cores), at
    least every `MAX_CHECKPOINT_STEPS` and at most every `MIN_CHECKPOINT_STEPS` steps: a lost
    worker redoes a few minutes, and a short run does not spend its time saving.
@@ -59,6 +60,7 @@ WARMUP_RATIO = 0.05
 MIN_WARMUP_STEPS = 2
 MAX_WARMUP_STEPS = 100
 MIN_EVALS = 4
+MIN_EVAL_EVERY = 5  # steps between two evaluations, at least
 CHECKPOINT_TOKENS = 75_000  # ~5 min at ~250 tokens/s (2 CPU cores, SmolLM2-135M)
 MIN_CHECKPOINT_STEPS = 10
 MAX_CHECKPOINT_STEPS = 500
@@ -86,7 +88,22 @@ class Recipe:
     total_steps: int
     chosen: dict[str, Any]  # the fields this recipe set (left at default by the launcher)
     reasons: list[str] = field(default_factory=list)
-    advice: dict[str, Any] = field(default_factory=dict)  # chosen, but the trainer lacks them
+    explicit: list[str] = field(default_factory=list)  # the fields the launcher set, sorted
+    # Chosen, but not hyperparameters the trainer takes (none today: kept for callers that
+    # read it, such as bench/bench_small_data.py).
+    advice: dict[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What a run keeps of its recipe (JSON): what was fitted, what was given, and why."""
+        return {
+            "fitted": dict(self.chosen),
+            "explicit": list(self.explicit),
+            "reasons": list(self.reasons),
+            "train_examples": self.train_examples,
+            "train_tokens": self.train_tokens,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+        }
 
     @property
     def example_passes(self) -> int:
@@ -139,7 +156,19 @@ def fit_to_data(
         hp[name] = value
         reasons.append(why)
 
-    if n and n < SMALL_EXAMPLES and hp["batch_size"] > SMALL_BATCH_SIZE:
+    if n == 0:
+        # Nothing to fit to (the trainer refuses an empty split): the values stay as given.
+        return Recipe(
+            hyperparameters=hp,
+            train_examples=0,
+            train_tokens=tokens,
+            steps_per_epoch=0,
+            total_steps=0,
+            chosen={},
+            reasons=["no training examples: nothing to fit the schedule to"],
+            explicit=sorted(explicit),
+        )
+    if n < SMALL_EXAMPLES and hp["batch_size"] > SMALL_BATCH_SIZE:
         choose(
             "batch_size",
             SMALL_BATCH_SIZE,
@@ -196,8 +225,21 @@ def fit_to_data(
 
     # -- evaluation and checkpoint cadence --------------------------------------------------
     if epochs < MIN_EVALS:
-        every = max(1, math.ceil(total / MIN_EVALS))
-        choose("eval_every_steps", every, f"evaluate every {every} steps ({epochs} epoch ends)")
+        every = math.ceil(total / MIN_EVALS)
+        ends = "the epoch end" if epochs == 1 else f"the {epochs} epoch ends"
+        if every >= MIN_EVAL_EVERY:
+            choose(
+                "eval_every_steps",
+                every,
+                f"evaluate every {every} steps as well as at {ends}: the best adapter of "
+                f"{MIN_EVALS} evaluations at least",
+            )
+        else:
+            choose(
+                "eval_every_steps",
+                None,
+                f"evaluate at {ends} only ({total} steps: too few to evaluate more often)",
+            )
     per_step_tokens = (tokens_per_example or 150.0) * examples_per_step
     every = round(CHECKPOINT_TOKENS / per_step_tokens)
     every = min(MAX_CHECKPOINT_STEPS, max(MIN_CHECKPOINT_STEPS, every))
@@ -214,5 +256,6 @@ def fit_to_data(
         total_steps=total,
         chosen=chosen,
         reasons=reasons,
+        explicit=sorted(explicit),
         advice=advice,
     )

@@ -235,7 +235,8 @@ def _build_model(args: TrainingArguments, device: str, dtype: Any):
 
 
 def run(args: TrainingArguments, hooks: TrainingHooks | None = None) -> TrainingResult:
-    """Train, evaluating every epoch and keeping the adapter with the best eval loss.
+    """Train, evaluating at every epoch end (and every `eval_every_steps` steps, if set) and
+    keeping the adapter with the best eval loss.
 
     One process (world_size 1) trains here, in the caller's process. With world_size above 1,
     called outside torchrun, this starts the processes (`launch.launch`) and relays their
@@ -339,7 +340,7 @@ def _train(args: TrainingArguments, hooks: TrainingHooks, ranks: Ranks) -> Train
         full, rank=0, world_size=ranks.world_size, batch_size=args.batch_size, merge=merge
     )
 
-    def evaluate_now(epoch: int) -> None:
+    def evaluate_now(epoch: int, *, epoch_end: bool = True) -> None:
         # Each rank scores every world_size-th eval example; mid-eval cancel only for one
         # process (a rank leaving a collective early would hang the others).
         total, count = evaluate_sums(
@@ -356,7 +357,8 @@ def _train(args: TrainingArguments, hooks: TrainingHooks, ranks: Ranks) -> Train
         loss = total / max(count, 1.0)
         state["eval_history"].append({"step": state["step"], "epoch": epoch, "eval_loss": loss})
         hooks.on_eval(step=state["step"], epoch=epoch, eval_loss=loss)
-        job.log(f"epoch {epoch}: eval loss {loss:.4f} at step {state['step']}")
+        where = f"epoch {epoch}" if epoch_end else f"step {state['step']} (epoch {epoch})"
+        job.log(f"{where}: eval loss {loss:.4f} at step {state['step']}")
         if state["best_eval_loss"] is None or loss < state["best_eval_loss"]:
             state["best_eval_loss"], state["best_step"] = loss, state["step"]
             if ranks.is_main:
@@ -447,12 +449,23 @@ def _train(args: TrainingArguments, hooks: TrainingHooks, ranks: Ranks) -> Train
                     tokens_per_second=session_tokens / max(elapsed, 1e-9),
                     eta_seconds=(total_steps - state["step"]) * elapsed / session_steps,
                     elapsed_seconds=time.monotonic() - started,
+                    steps_per_epoch=steps_per_epoch,
                 )
             )
             last_of_epoch = local == len(groups) - 1
             if args.max_steps and state["step"] >= args.max_steps:
                 stop = True
                 break
+            # Between epoch ends too; the step that ends an epoch (or the run) is evaluated
+            # below, once. Every rank takes part (the eval loss is summed over ranks), and it
+            # comes before the checkpoint, so a resumed run finds it in the saved state.
+            if (
+                evals
+                and args.eval_every_steps
+                and state["step"] % args.eval_every_steps == 0
+                and not last_of_epoch
+            ):
+                evaluate_now(epoch, epoch_end=False)
             if (
                 args.checkpoint_every_steps
                 and state["step"] % args.checkpoint_every_steps == 0

@@ -32,7 +32,9 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="A hyperparameter, e.g. --set lora_r=16 --set learning_rate=1e-3",
+            help="A hyperparameter, e.g. --set lora_r=16 --set learning_rate=1e-3. What is not "
+            "set is fitted to the dataset (the schedule: epochs, batch size, steps, warm-up, "
+            "eval and checkpoint cadence) or takes its default.",
         )
         parser.add_argument("--no-evaluate", action="store_true")
 
@@ -65,6 +67,15 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(f"run {run.pk} (model version {run.model_version.name})")
+        recipe = run.model_version.config.get("recipe") or {}
+        if recipe:
+            self.stdout.write(
+                f"{recipe['total_steps']} optimizer steps over {recipe['train_examples']} "
+                "training examples"
+                + (f"; as set: {', '.join(recipe['explicit'])}" if recipe["explicit"] else "")
+            )
+            for reason in recipe["reasons"]:
+                self.stdout.write(f"  fitted: {reason}")
         bar = tqdm(total=None, unit="step", dynamic_ncols=True)
 
         def progress(p):
