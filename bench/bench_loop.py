@@ -22,9 +22,9 @@ below goes through the HTTP API with each person's token, as a person or a scrip
    house-style answer for that question word for word (lower-cased, punctuation ignored:
    `training_app.training.evaluate.normalise`), else correct it to that answer.
 4. dataset: `POST /api/datasets/` from the reviewed answers of the base version.
-5. train: `POST /api/training-runs/` with the recipe fitted to the dataset's size
-   (`training_app.training.recipe.fit_to_data`: the fields it chose are sent explicitly until
-   run creation applies it itself), then the worker's evaluation.
+5. train: `POST /api/training-runs/` with no hyperparameters: run creation fits the schedule
+   to the dataset's size (`training_app.training.recipe.fit_to_data`; recorded as the run's
+   `recipe`), then the worker's evaluation.
 6. sign-off: `POST /api/model-versions/{id}/signoff-requests/`, the gate's evaluations against
    the live base version, two approvals.
 7. deploy: `POST /api/channels/production/deploy/`.
@@ -378,8 +378,6 @@ def main() -> None:
     }
     try:
         from demo.data import demo_items
-        from training_app.training.hyperparameters import validate
-        from training_app.training.recipe import fit_to_data
 
         with loop.stage("start processes"):
 
@@ -441,20 +439,16 @@ def main() -> None:
             "pii_allow": (dataset.get("settings") or {}).get("pii_allow", []),
         }
         print(f"    dataset: {report['dataset']}", flush=True)
-        fitted = fit_to_data(validate({}), explicit=set(), train_examples=train_examples or 0)
-        sent = {k: v for k, v in fitted.chosen.items() if k in validate({}) and k != "max_steps"}
-        if fitted.hyperparameters.get("max_steps"):
-            sent["max_steps"] = fitted.hyperparameters["max_steps"]
-        sent["num_epochs"] = fitted.hyperparameters["num_epochs"]
-        report["recipe"] = {
-            "train_examples": train_examples,
-            "sent": sent,
-            "total_steps": fitted.total_steps,
-            "reasons": fitted.reasons,
-        }
-        print(f"    {train_examples} train examples; recipe {sent}", flush=True)
+        # No hyperparameters: run creation fits the schedule to the data, as for anyone who
+        # leaves the launch form at its defaults.
         with loop.stage("train (fitted recipe) + evaluation"), torch_lock():
-            trained = loop.train(dataset["id"], sent, "loop-retrained")
+            trained = loop.train(dataset["id"], {}, "loop-retrained")
+        report["recipe"] = trained["run"].get("recipe")
+        recipe = report["recipe"] or {}
+        print(
+            f"    recipe: {recipe.get('total_steps')} steps, fitted {recipe.get('fitted')}",
+            flush=True,
+        )
         new_version = trained["version"]
         report["training"] = {
             "steps": trained["run"].get("progress", {}).get("step"),

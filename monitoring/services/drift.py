@@ -25,6 +25,7 @@ from reviews.services import routing_rule_save
 from training_app.errors import TransitionRefused
 from training_app.models import ModelVersion, TrainingRun
 from training_app.services.runs import training_run_check, training_run_create
+from training_app.training.recipe import SCHEDULE_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -311,6 +312,19 @@ def _exists(path: str) -> bool:
     return Path(path).is_file()
 
 
+def inherited_hyperparameters(*, version: ModelVersion) -> dict[str, Any]:
+    """What a retraining run takes over from the live version: its hyperparameters, except the
+    schedule fields the recipe fitted to that version's data. The new dataset is larger, and
+    its schedule is fitted to it in turn; what the version's launcher chose stays chosen. A
+    version trained before the recipe was applied records no recipe: everything carries over."""
+    given = dict(version.config.get("hyperparameters", {}))
+    recipe = version.config.get("recipe")
+    if not recipe:
+        return given
+    explicit = set(recipe.get("explicit", ()))
+    return {k: v for k, v in given.items() if k not in SCHEDULE_FIELDS or k in explicit}
+
+
 def retraining_start(
     *,
     user: AbstractBaseUser,
@@ -339,7 +353,8 @@ def retraining_start(
             f"No corrections of {version.name}'s answers since its dataset was built: "
             "nothing new to learn from."
         )
-    hyperparameters = hyperparameters or dict(version.config.get("hyperparameters", {}))
+    if not hyperparameters:
+        hyperparameters = inherited_hyperparameters(version=version)
     # Everything the run will check, checked before the slow build, so a refused request
     # leaves no dataset version (and no locked outputs) behind.
     training_run_check(

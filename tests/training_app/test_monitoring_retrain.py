@@ -246,3 +246,43 @@ def test_a_refused_retrain_leaves_no_dataset_version_behind(personas, live, api,
     )
     assert response.status_code == 400 and response.data["field"] == field
     assert type(dataset).objects.count() == before
+
+
+def test_retraining_refits_the_schedule_and_keeps_what_the_launcher_chose(personas, live):
+    version, _channel, dataset, reviewer = live
+    config = dict(version.config)
+    config["hyperparameters"] = {
+        **config.get("hyperparameters", {}),
+        "learning_rate": 5e-4,
+        "batch_size": 4,
+        "num_epochs": 9,
+    }
+    config["recipe"] = {"explicit": ["learning_rate"], "fitted": {"batch_size": 4}}
+    ModelVersion.objects.filter(pk=version.pk).update(config=config)
+    version.refresh_from_db()
+    corrections(version, dataset, reviewer, 3)
+
+    run = retraining_start(user=personas["ml_engineer"], version=version, enqueue=False)
+
+    child = ModelVersion.objects.get(run=run)
+    recipe = child.config["recipe"]
+    assert child.config["hyperparameters"]["learning_rate"] == 5e-4
+    assert "learning_rate" in recipe["explicit"]
+    # The schedule the old data got is not carried over: it is fitted to the new data.
+    assert "num_epochs" not in recipe["explicit"] and "batch_size" not in recipe["explicit"]
+    assert child.config["hyperparameters"]["num_epochs"] != 9 or "num_epochs" in recipe["fitted"]
+
+
+def test_retraining_a_version_trained_before_the_recipe_carries_everything_over(personas, live):
+    version, _channel, dataset, reviewer = live
+    config = {k: v for k, v in version.config.items() if k != "recipe"}
+    config["hyperparameters"] = {**config.get("hyperparameters", {}), "num_epochs": 3}
+    ModelVersion.objects.filter(pk=version.pk).update(config=config)
+    version.refresh_from_db()
+    corrections(version, dataset, reviewer, 2)
+
+    run = retraining_start(user=personas["ml_engineer"], version=version, enqueue=False)
+
+    child = ModelVersion.objects.get(run=run)
+    assert child.config["hyperparameters"]["num_epochs"] == 3
+    assert "num_epochs" in child.config["recipe"]["explicit"]
