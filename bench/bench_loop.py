@@ -1,6 +1,6 @@
 """Issue 22, part 2: one turn of the loop, end to end, against the processes `make demo` runs.
 
-    .venv/bin/python bench/bench_loop.py              # N = 40 questions before, 40 after
+    .venv/bin/python bench/bench_loop.py              # N = 120 before, 120 after (~20 min)
     .venv/bin/python bench/bench_loop.py --quick      # N = 12 (minutes, not a measurement)
 
 What runs: `manage.py run_demo` (runserver, the training worker, the jobs worker, maintenance
@@ -325,7 +325,12 @@ def correction_rate(counts: dict[str, int]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=40, help="questions before, and again after")
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=120,
+        help="questions before, and again after (one turn needs ~120: docs/benchmarks.md §7)",
+    )
     parser.add_argument("--quick", action="store_true", help="N = 12: a smoke run, not a figure")
     parser.add_argument(
         "--max-new-tokens", type=int, default=80, help="house-style answers take <= 73"
