@@ -269,12 +269,15 @@ def spawn(options, *, size: int, seed: int, mode: str, params: dict, pool, heldo
     return figures
 
 
-def schedule(size: int, mode: str, tokens: int) -> dict:
-    clean = validate({})
+def schedule(size: int, mode: str, tokens: int, overrides: dict | None = None) -> dict:
+    overrides = overrides or {}
+    clean = validate(overrides)
     if mode == "fixed":
         chosen = clean
     else:
-        chosen = fit_to_data(clean, explicit=set(), train_examples=size, train_tokens=tokens)
+        chosen = fit_to_data(
+            clean, explicit=set(overrides), train_examples=size, train_tokens=tokens
+        )
         chosen = {**chosen.hyperparameters, **chosen.advice}
     return {k: v for k, v in chosen.items() if v is not None or k == "max_steps"}
 
@@ -364,6 +367,21 @@ def main() -> None:
     parser.add_argument("--fixed-sizes", default="40,80", help="the old fixed schedule, too")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument(
+        "--pool",
+        type=int,
+        default=max(SIZES),
+        help="corrections drawn from (each seed's subsets are nested draws of this pool: keep "
+        "it when adding runs to a log)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="an explicit hyperparameter for the fitted runs (logged as their own schedule, "
+        "left out of the summary), e.g. --set learning_rate=0.002",
+    )
+    parser.add_argument(
         "--first-seed", type=int, default=1, help="seeds run from here (adds seeds to a log)"
     )
     parser.add_argument("--quick", action="store_true", help="40 and 80 examples, one seed")
@@ -404,12 +422,19 @@ def main() -> None:
 
         print(f"plot: {plot_result(path)}")
         return
+    overrides = {}
+    for item in options.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=JSON")
+        overrides[key.strip()] = json.loads(value)
+    fitted_mode = "fitted" + "".join(f" {k}={v}" for k, v in sorted(overrides.items()))
     sizes = [40, 80] if options.quick else [int(s) for s in options.sizes.split(",") if s]
     fixed = [int(s) for s in options.fixed_sizes.split(",") if s]
     seeds = 1 if options.quick or options.smoke else options.seeds
     if options.smoke:
         sizes, fixed = [8], []
-    pool = corrected_pool(max(sizes + fixed))
+    pool = corrected_pool(max(sizes + fixed + [options.pool]))
     heldout = held_out(
         4 if options.smoke else HELD_OUT, {r["messages"][-2]["content"] for r in pool}
     )
@@ -423,7 +448,7 @@ def main() -> None:
     runs = []
     for seed in range(options.first_seed, options.first_seed + seeds):
         for size in sizes:
-            params = schedule(size, "fitted", size * tokens_per_example)
+            params = schedule(size, "fitted", size * tokens_per_example, overrides)
             if options.smoke:
                 params["max_steps"] = 1
             runs.append(
@@ -431,7 +456,7 @@ def main() -> None:
                     options,
                     size=size,
                     seed=seed,
-                    mode="fitted",
+                    mode=fitted_mode,
                     params=params,
                     pool=pool,
                     heldout=heldout,
