@@ -39,7 +39,6 @@ computes (training, evaluations, answering) hold that lock (flock), and reviews 
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -54,7 +53,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import headline, setup_django, write_result  # noqa: E402
+from bench.common import headline, setup_django, torch_lock, write_result  # noqa: E402
 
 TARGET_BEFORE = 0.9  # correction rate of the base version, at least
 TARGET_AFTER = 0.1  # of the retrained version, at most
@@ -83,20 +82,6 @@ def free_port() -> int:
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-@contextlib.contextmanager
-def torch_lock():
-    path = os.environ.get("SIGNOFF_TORCH_LOCK")
-    if not path:
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Api:

@@ -29,35 +29,20 @@ With SIGNOFF_TORCH_LOCK set (a file path) each pair's training and answering hol
 
 import argparse
 import collections
-import fcntl
 import os
 import sys
+import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import headline, write_result  # noqa: E402
+from common import headline, torch_lock, write_result  # noqa: E402
 
 TARGET_AFTER = 0.1
 MAX_NEW_TOKENS = 80  # bench_loop's default
-
-
-@contextmanager
-def torch_lock():
-    path = os.environ.get("SIGNOFF_TORCH_LOCK")
-    if not path:
-        yield
-        return
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def scenario(right: str) -> str:
@@ -221,7 +206,6 @@ def main() -> None:
     import django
 
     django.setup()
-    import tempfile
 
     from monitoring.selectors import rate
 

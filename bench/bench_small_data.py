@@ -31,7 +31,6 @@ No Django: it drives `training_app.training` directly, as the worker does.
 """
 
 import argparse
-import fcntl
 import json
 import os
 import random
@@ -42,14 +41,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import headline, write_result  # noqa: E402
+from common import headline, torch_lock, write_result  # noqa: E402
 
 from demo.data import demo_items  # noqa: E402
 from training_app.training.data import write_jsonl  # noqa: E402
@@ -138,21 +136,6 @@ def scores(answers: list[str], references: list[str]) -> dict:
 
 def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-@contextmanager
-def torch_lock():
-    path = os.environ.get("SIGNOFF_TORCH_LOCK")
-    if not path:
-        yield 0.0
-        return
-    started = time.monotonic()
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield time.monotonic() - started
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # -- one run, in a child process ----------------------------------------------------------------

@@ -2,13 +2,15 @@
 file per run. Benchmarks are scripts, never part of `make test`."""
 
 import argparse
+import fcntl
 import json
 import os
 import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,3 +146,20 @@ def headline(
         row["target"] = f"{sign} {target:g}{'x' if target_on == 'ratio' else ' ' + unit}".strip()
         row["verdict"] = verdict(judged, target, lower_is_better=lower_is_better)
     return row
+
+
+@contextmanager
+def torch_lock() -> Iterator[float]:
+    """Hold the file lock SIGNOFF_TORCH_LOCK names (flock), if it names one, so that torch work
+    of several benchmarks never overlaps on the cores; yields the seconds spent waiting."""
+    path = os.environ.get("SIGNOFF_TORCH_LOCK")
+    if not path:
+        yield 0.0
+        return
+    started = time.monotonic()
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield time.monotonic() - started
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

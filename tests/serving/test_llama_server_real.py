@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from training_app.models import ModelVersion
 from training_app.services import training_run_create
 from training_app.services.versions import model_version_store_adapter
 
+from ..waiting import file_sizes, wait_for
 from .engine_double import closed_port_url
 
 BINARY = os.environ.get("SIGNOFF_LLAMA_SERVER", "")
@@ -167,19 +167,22 @@ class LlamaServer:
             command += ["--lora", ",".join(loras), "--lora-init-without-apply"]
         self.log = log
         self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"llama-server exited: {log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
+                    return answer.status == 200
             except OSError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"llama-server did not get ready: {log.read_text()[-2000:]}")
+                return False
+
+        try:
+            # A slow machine loads slowly, and the log grows as it does.
+            wait_for(ready, what="llama-server to get ready", progress=lambda: file_sizes([log]))
+        except BaseException:
+            self.stop()
+            raise
 
     def call(self, method: str, path: str, body=None):
         return engine_request(method, self.url, path, body, api_key=KEY, timeout=120)
