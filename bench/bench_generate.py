@@ -35,11 +35,17 @@ from common import ROOT, parser, percentile, scratch_database, setup_django, wri
 SERVER = """
 import django, sys
 django.setup()
-from serving.server import make_server
-server = make_server("127.0.0.1", int(sys.argv[1]), merge_adapters=sys.argv[2] == "merged")
-print("ready", flush=True)
-server.serve_forever()
+from serving.server import make_server, serve_workers
+port, mode = int(sys.argv[1]), sys.argv[2]
+if mode.startswith("workers"):
+    print("ready", flush=True)
+    serve_workers("127.0.0.1", port, workers=int(mode.removeprefix("workers")))
+else:
+    server = make_server("127.0.0.1", port, merge_adapters=mode == "merged")
+    print("ready", flush=True)
+    server.serve_forever()
 """
+MODES = ("unmerged", "merged", "workers2")
 
 
 def load_average() -> str:
@@ -112,10 +118,28 @@ def post(url: str, body: dict, timeout: float = 600) -> dict:
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The process's peak resident memory, plus its children's (a worker pool's workers)."""
+    total = 0.0
+    for process in [pid, *children_of(pid)]:
+        try:
+            lines = Path(f"/proc/{process}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:"))
+    return total
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def measure(mode: str, version_id: str, prompts: list, options) -> dict:
@@ -132,7 +156,25 @@ def measure(mode: str, version_id: str, prompts: list, options) -> dict:
             raise SystemExit(f"the {mode} model server did not start")
         url = f"http://127.0.0.1:{port}"
         started = time.perf_counter()
-        first = post(url, {"version_id": version_id, "messages": prompts[0], "max_new_tokens": 1})
+        # One warm-up answer per client at once: each worker of a pool loads the model on its
+        # first answer, and a busy worker leaves the next connection to a free one.
+        warm: list[dict] = []
+        warmers = [
+            threading.Thread(
+                target=lambda: warm.append(
+                    post(url, {"version_id": version_id, "messages": prompts[0],
+                               "max_new_tokens": 1}, timeout=900)
+                )
+            )
+            for _ in range(options.concurrency)
+        ]  # fmt: skip
+        for thread in warmers:
+            thread.start()
+        for thread in warmers:
+            thread.join()
+        if len(warm) != options.concurrency:
+            raise SystemExit(f"the {mode} model server did not answer the warm-up")
+        first = warm[0]
         load_seconds = time.perf_counter() - started
         latencies: list[float] = []
         tokens: list[int] = []
@@ -202,6 +244,12 @@ def main() -> None:
     p.add_argument("--name", default="bench_generate", help="scratch database name")
     p.add_argument("--requests", type=int, help="timed requests per mode (12 quick, else 40)")
     p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="unmerged (one process, the baseline), merged (adapters folded into the "
+        "weights), workers2 (`serve_models --workers 2`, unmerged)",
+    )
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, help="runs per mode, alternating (1 quick, else 2)")
     p.add_argument(
@@ -227,16 +275,19 @@ def main() -> None:
     from demo.data import demo_outputs
 
     prompts = [output["input"] for output in demo_outputs(max(options.requests, 8), seed=11)]
+    modes = [mode.strip() for mode in options.modes.split(",") if mode.strip()]
+    if "unmerged" not in modes or not set(modes) <= set(MODES):
+        raise SystemExit(f"--modes: some of {', '.join(MODES)}, unmerged (the baseline) included")
     order = []
-    for index in range(repeats):  # ABAB... alternate so drifting load hits both modes
-        order.extend(["unmerged", "merged"] if index % 2 == 0 else ["merged", "unmerged"])
+    for index in range(repeats):  # ABC CBA... alternate so drifting load hits every mode
+        order.extend(modes if index % 2 == 0 else modes[::-1])
     print(
         f"{options.requests} requests per run, concurrency {options.concurrency}, "
         f"max_new_tokens {options.max_new_tokens}, order {' '.join(order)}; "
         f"load {load_average()}",
         flush=True,
     )
-    runs = {"unmerged": [], "merged": []}
+    runs: dict[str, list] = {mode: [] for mode in modes}
     for mode in order:
         runs[mode].append(measure(mode, str(version.pk), prompts, options))
 
@@ -251,18 +302,34 @@ def main() -> None:
             "server_peak_rss_mib": max(r["server_peak_rss_mib"] for r in done),
         }
 
-    unmerged, merged = side("unmerged"), side("merged")
-    same = all(
-        sorted(a["answers"]) == sorted(b["answers"])
-        for a, b in zip(runs["unmerged"], runs["merged"], strict=True)
-    )
-    ratio = merged["requests_per_second"] / unmerged["requests_per_second"]
-    print(
-        f"\nunmerged {unmerged['requests_per_second']:.2f} req/s (p95 "
-        f"{unmerged['p95_ms']:,.0f} ms), merged {merged['requests_per_second']:.2f} req/s "
-        f"(p95 {merged['p95_ms']:,.0f} ms): merged is {ratio:.2f}x; "
-        f"same answers: {'yes' if same else 'NO'}"
-    )
+    sides = {mode: side(mode) for mode in modes}
+    unmerged = sides["unmerged"]
+    ratios = {}
+    for mode in modes[1:] if modes[0] == "unmerged" else [m for m in modes if m != "unmerged"]:
+        ratios[f"{mode}_over_unmerged"] = (
+            sides[mode]["requests_per_second"] / unmerged["requests_per_second"]
+        )
+    # Workers answer with 1 torch thread each, unmerged with 2: the same greedy answers up
+    # to float summation order, so "same" is reported, not assumed.
+    same = {
+        mode: all(
+            sorted(a["answers"]) == sorted(b["answers"])
+            for a, b in zip(runs["unmerged"], runs[mode], strict=True)
+        )
+        for mode in modes
+        if mode != "unmerged"
+    }
+    print()
+    for mode in modes:
+        figures = sides[mode]
+        ratio = ratios.get(f"{mode}_over_unmerged")
+        print(
+            f"{mode:9} {figures['requests_per_second']:.2f} req/s (p50 {figures['p50_ms']:,.0f} "
+            f"ms, p95 {figures['p95_ms']:,.0f} ms, peak RSS "
+            f"{figures['server_peak_rss_mib']:,.0f} MiB)"
+            + (f": {ratio:.2f}x unmerged; same answers: {'yes' if same[mode] else 'NO'}"
+               if ratio else "")
+        )  # fmt: skip
     for done in runs.values():
         for figures in done:
             figures.pop("answers")
@@ -275,9 +342,8 @@ def main() -> None:
             "concurrency": options.concurrency,
             "max_new_tokens": options.max_new_tokens,
             "order": order,
-            "unmerged": unmerged,
-            "merged": merged,
-            "merged_over_unmerged": ratio,
+            **sides,
+            **ratios,
             "same_answers": same,
             "runs": runs,
         },

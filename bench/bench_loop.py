@@ -197,9 +197,10 @@ def stop_demo(proc: subprocess.Popen) -> None:
 
 
 class Loop:
-    def __init__(self, api: Api, queue_id: int, children, max_new_tokens: int):
+    def __init__(self, api: Api, queue_id: int, children, max_new_tokens: int, clients: int):
         self.api, self.queue_id, self.children = api, queue_id, children
         self.max_new_tokens = max_new_tokens
+        self.clients = clients
         self.stages: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -227,22 +228,28 @@ class Loop:
             counts[decision["decision"]] += 1
 
     def ask(self, items) -> tuple[dict[int, str], list[dict]]:
-        """Each question through the channel's generate API; output id -> right answer."""
-        right_by_output, answers = {}, []
-        for payload, right in items:
+        """Each question through the channel's generate API, `clients` at a time (as that many
+        people asking at once); output id -> right answer."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(item) -> tuple[int, dict]:
+            payload, right = item
             body = self.api(
                 "ml_engineer",
                 "POST",
                 "/api/channels/production/generate/",
                 {"prompt": payload["input"], "max_new_tokens": self.max_new_tokens},
             )
-            right_by_output[body["output"]["id"]] = right
-            answers.append(
-                {"question": payload["input"][-1]["content"], "answer": body["answer"],
-                 "right": right, "version": body["model_version"]["name"],
-                 "seconds": body["seconds"]}
-            )  # fmt: skip
-        return right_by_output, answers
+            return body["output"]["id"], {
+                "question": payload["input"][-1]["content"], "answer": body["answer"],
+                "right": right, "version": body["model_version"]["name"],
+                "seconds": body["seconds"],
+            }  # fmt: skip
+
+        with ThreadPoolExecutor(max_workers=self.clients) as pool:
+            asked = list(pool.map(one, items))
+        right_by_output = {output_id: answer["right"] for output_id, answer in asked}
+        return right_by_output, [answer for _, answer in asked]
 
     def train(self, dataset_id: int, hyperparameters: dict, name: str) -> dict:
         run = self.api(
@@ -322,6 +329,13 @@ def main() -> None:
     )
     parser.add_argument("--port", type=int, default=0, help="the web server's (default: free)")
     parser.add_argument(
+        "--clients",
+        type=int,
+        default=None,
+        help="questions asked at once (default: the model server's worker processes, as "
+        "`make demo` starts it: SIGNOFF_SERVING_WORKERS, 'auto' = one per core, at most 2)",
+    )
+    parser.add_argument(
         "--seeds",
         default=f"{BEFORE_SEED}:{AFTER_SEED}",
         help="the draws of demo questions, before:after (bench_loop_offline.py compares draws)",
@@ -359,11 +373,19 @@ def main() -> None:
     load_start = load_average()
     demo = start_demo(env, addrport, log)
     api = Api(f"http://{addrport}", tokens)
-    loop = Loop(api, queue_id, [demo], options.max_new_tokens)
+    from serving.server import default_workers
+
+    serving_workers = default_workers()
+    clients = options.clients or serving_workers
+    if clients < 1:
+        raise SystemExit("--clients: at least 1")
+    loop = Loop(api, queue_id, [demo], options.max_new_tokens, clients)
     report: dict = {
         "n": n,
         "seeds": {"before": before_seed, "after": after_seed},
         "max_new_tokens": options.max_new_tokens,
+        "serving_workers": serving_workers,
+        "clients": clients,
         "load_start": load_start,
     }
     try:

@@ -8,6 +8,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import tempfile
 import threading
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, connections
 
 from core.errors import ApplicationError
 from serving.client import serving_token
@@ -160,8 +161,54 @@ class ModelCache:
                 "seconds": round(time.monotonic() - started, 3),
                 "version_id": str(version.pk),
                 "version_name": version.name,
+                "server_pid": os.getpid(),
                 "manifest_digest": manifest_digest(version.manifest),
             }
+
+
+def health(cache: ModelCache) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "loaded": cache.loaded(),
+        "loads": cache.loads,
+        "merged": cache.merge_adapters,
+        "pid": os.getpid(),
+    }
+
+
+def answer_generate(cache: ModelCache, *, authorization: str, raw_body: bytes) -> tuple[int, dict]:
+    """`POST /generate`, whichever server carries it: (HTTP status, JSON body)."""
+    from training_app.models import ModelVersion
+
+    if not hmac.compare_digest(authorization.encode(), f"Bearer {serving_token()}".encode()):
+        return 401, {"detail": "the model server answers the Signoff web process only"}
+    close_old_connections()
+    try:
+        body = json.loads(raw_body or b"{}")
+        version = (
+            ModelVersion.objects.select_related("base_model")
+            .filter(pk=uuid.UUID(str(body.get("version_id"))))
+            .first()
+        )
+        if version is None:
+            return 404, {"detail": "no such model version"}
+        # Only signed-off versions answer, whoever asks this port.
+        if version.status not in SERVABLE:
+            return 409, {"detail": f"{version.name} is {version.status}, not signed off"}
+        max_new_tokens = int(body.get("max_new_tokens") or 64)
+        if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+            return 400, {"detail": f"max_new_tokens: 1 to {MAX_NEW_TOKENS}"}
+        return 200, cache.generate(
+            version=version, messages=body["messages"], max_new_tokens=max_new_tokens
+        )
+    except ApplicationError as exc:
+        return exc.status_code, {"detail": exc.message, "code": exc.code, **exc.extra}
+    except (KeyError, ValueError, TypeError) as exc:
+        return 400, {"detail": f"bad request: {exc}"}
+    finally:
+        # A thread of the threaded server has its own connection: close it. A worker process
+        # answers one request at a time and would keep it; closing costs one reconnect.
+        connection.close()
 
 
 def make_handler(cache: ModelCache) -> type[BaseHTTPRequestHandler]:
@@ -182,64 +229,26 @@ def make_handler(cache: ModelCache) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path != "/health":
                 return self._send(404, {"detail": "not found"})
-            self._send(
-                200,
-                {
-                    "status": "ok",
-                    "loaded": cache.loaded(),
-                    "loads": cache.loads,
-                    "merged": cache.merge_adapters,
-                },
-            )
+            self._send(200, health(cache))
 
         def do_POST(self) -> None:
-            from training_app.models import ModelVersion
-
             if self.path != "/generate":
                 return self._send(404, {"detail": "not found"})
-            shown = self.headers.get("Authorization", "")
-            if not hmac.compare_digest(shown.encode(), f"Bearer {serving_token()}".encode()):
-                return self._send(
-                    401, {"detail": "the model server answers the Signoff web process only"}
+            length = int(self.headers.get("Content-Length") or 0)
+            self._send(
+                *answer_generate(
+                    cache,
+                    authorization=self.headers.get("Authorization", ""),
+                    raw_body=self.rfile.read(length),
                 )
-            close_old_connections()
-            try:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
-                version = (
-                    ModelVersion.objects.select_related("base_model")
-                    .filter(pk=uuid.UUID(str(body.get("version_id"))))
-                    .first()
-                )
-                if version is None:
-                    return self._send(404, {"detail": "no such model version"})
-                # Only signed-off versions answer, whoever asks this port.
-                if version.status not in SERVABLE:
-                    return self._send(
-                        409, {"detail": f"{version.name} is {version.status}, not signed off"}
-                    )
-                max_new_tokens = int(body.get("max_new_tokens") or 64)
-                if not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
-                    return self._send(400, {"detail": f"max_new_tokens: 1 to {MAX_NEW_TOKENS}"})
-                answer = cache.generate(
-                    version=version, messages=body["messages"], max_new_tokens=max_new_tokens
-                )
-            except ApplicationError as exc:
-                return self._send(
-                    exc.status_code, {"detail": exc.message, "code": exc.code, **exc.extra}
-                )
-            except (KeyError, ValueError, TypeError) as exc:
-                return self._send(400, {"detail": f"bad request: {exc}"})
-            finally:
-                # Each request has its own thread, hence its own connection: close it.
-                connection.close()
-            self._send(200, answer)
+            )
 
     return Handler
 
 
 def make_server(host: str, port: int, *, merge_adapters: bool | None = None) -> ThreadingHTTPServer:
-    """`merge_adapters` None: the SERVING_MERGE_ADAPTERS setting (default off)."""
+    """One process, requests on threads, generation one at a time (the model lock).
+    `merge_adapters` None: the SERVING_MERGE_ADAPTERS setting (default off)."""
     if merge_adapters is None:
         merge_adapters = bool(settings.SIGNOFF_GOVERNANCE.get("SERVING_MERGE_ADAPTERS", False))
     server = ThreadingHTTPServer(
@@ -247,3 +256,99 @@ def make_server(host: str, port: int, *, merge_adapters: bool | None = None) -> 
     )
     server.daemon_threads = True
     return server
+
+
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def make_wsgi_app(cache: ModelCache):
+    """The same two endpoints as a WSGI application, for a process pool (`serve_workers`)."""
+
+    def app(environ: dict[str, Any], start_response) -> list[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        if method == "GET" and path == "/health":
+            status, body = 200, health(cache)
+        elif method == "POST" and path == "/generate":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            status, body = answer_generate(
+                cache,
+                authorization=environ.get("HTTP_AUTHORIZATION", ""),
+                raw_body=environ["wsgi.input"].read(length) if length else b"",
+            )
+        elif path in ("/health", "/generate"):
+            status, body = 405, {"detail": "method not allowed"}
+        else:
+            status, body = 404, {"detail": "not found"}
+        data = json.dumps(body).encode()
+        start_response(
+            f"{status} {REASONS.get(status, 'Error')}",
+            [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
+        )
+        return [data]
+
+    return app
+
+
+def default_workers() -> int:
+    """SERVING_WORKERS: a number, or "auto": one per CPU core, at most two (each holds its own
+    copy of the weights)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    chosen = str(settings.SIGNOFF_GOVERNANCE.get("SERVING_WORKERS", "1")).strip().lower()
+    if chosen == "auto":
+        return max(1, min(2, os.cpu_count() or 1))
+    if not chosen.isdigit() or int(chosen) < 1:
+        raise ImproperlyConfigured(
+            f"SIGNOFF_SERVING_WORKERS={chosen!r}: a number of processes (1 or more) or 'auto'"
+        )
+    return int(chosen)
+
+
+def serve_workers(
+    host: str, port: int, *, workers: int, merge_adapters: bool | None = None
+) -> None:
+    """`workers` model server processes on one port (gunicorn's sync workers: a process takes
+    the next connection only when it is free). Why processes: on a small CPU one answer's time
+    is mostly per-operation overhead, not arithmetic (SmolLM2-135M: 29 tokens/s on 1 thread,
+    30 on 2), so two processes of one thread each answer two questions in about the time of
+    one (docs/serving.md, "Worker processes")."""
+    from gunicorn.app.base import BaseApplication
+
+    if merge_adapters is None:
+        merge_adapters = bool(settings.SIGNOFF_GOVERNANCE.get("SERVING_MERGE_ADAPTERS", False))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    timeout = int(settings.SIGNOFF_GOVERNANCE["SERVING_TIMEOUT_SECONDS"]) + 300
+
+    class ModelWorkers(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", [f"{host}:{port}"])
+            self.cfg.set("workers", workers)
+            self.cfg.set("worker_class", "sync")
+            # A worker's first answer as a version loads and checks its weights: minutes on a
+            # loaded machine, more than the web process waits for one answer.
+            self.cfg.set("timeout", timeout)
+            self.cfg.set("graceful_timeout", 5)
+            self.cfg.set("errorlog", "-")
+            self.cfg.set("loglevel", "warning")
+            self.cfg.set("proc_name", "signoff-serve-models")
+
+        def load(self):
+            # In each worker, after the fork: its own torch threads, cache and connections.
+            import torch
+
+            torch.set_num_threads(threads)
+            print(f"model worker {os.getpid()} ready ({threads} torch threads)", flush=True)
+            return make_wsgi_app(ModelCache(merge_adapters=merge_adapters))
+
+    connections.close_all()  # the workers open their own
+    ModelWorkers().run()

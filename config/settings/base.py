@@ -236,6 +236,9 @@ SIGNOFF_GOVERNANCE = {
     # The secret the web process shows it (empty: one derived from SECRET_KEY).
     "SERVING_TOKEN": os.environ.get("SIGNOFF_SERVING_TOKEN", ""),
     "SERVING_TIMEOUT_SECONDS": float(os.environ.get("SIGNOFF_SERVING_TIMEOUT", 120)),
+    # Model server processes (`serve_models --workers`): "auto" is one per CPU core, at most 2;
+    # each holds its own copy of the weights (docs/serving.md, "Worker processes").
+    "SERVING_WORKERS": os.environ.get("SIGNOFF_SERVING_WORKERS", "auto"),
     "GENERATE_MAX_NEW_TOKENS": 96,
     "PROMPT_MAX_CHARS": 4000,
 }
