@@ -234,7 +234,10 @@ def make_handler(cache: ModelCache) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             if self.path != "/generate":
                 return self._send(404, {"detail": "not found"})
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                return self._send(400, {"detail": "bad request: Content-Length"})
             self._send(
                 *answer_generate(
                     cache,
@@ -274,17 +277,23 @@ REASONS = {
 def make_wsgi_app(cache: ModelCache):
     """The same two endpoints as a WSGI application, for a process pool (`serve_workers`)."""
 
+    def generate(environ: dict[str, Any]) -> tuple[int, dict]:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return 400, {"detail": "bad request: Content-Length"}
+        return answer_generate(
+            cache,
+            authorization=environ.get("HTTP_AUTHORIZATION", ""),
+            raw_body=environ["wsgi.input"].read(length) if length > 0 else b"",
+        )
+
     def app(environ: dict[str, Any], start_response) -> list[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         if method == "GET" and path == "/health":
             status, body = 200, health(cache)
         elif method == "POST" and path == "/generate":
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            status, body = answer_generate(
-                cache,
-                authorization=environ.get("HTTP_AUTHORIZATION", ""),
-                raw_body=environ["wsgi.input"].read(length) if length else b"",
-            )
+            status, body = generate(environ)
         elif path in ("/health", "/generate"):
             status, body = 405, {"detail": "method not allowed"}
         else:

@@ -112,13 +112,13 @@ def test_two_worker_processes_answer_at_once_as_one_process_would_and_stop_toget
     assert server.returncode == 0, log.read_text(errors="replace")
 
 
-def wsgi(app, method: str, path: str, body: bytes = b"", authorization: str = ""):
+def wsgi(app, method: str, path: str, body: bytes = b"", authorization: str = "", length=None):
     """(status, JSON body) of one request to a WSGI application."""
     statuses: list[int] = []
     environ = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
-        "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_LENGTH": str(len(body)) if length is None else length,
         "wsgi.input": io.BytesIO(body),
         "HTTP_AUTHORIZATION": authorization,
     }
@@ -132,6 +132,8 @@ def test_the_worker_application_refuses_what_the_threaded_server_refuses():
     assert wsgi(app, "POST", "/elsewhere")[0] == 404
     status, payload = wsgi(app, "POST", "/generate", b"{}", authorization="Bearer wrong")
     assert status == 401 and "web process only" in payload["detail"]
+    status, payload = wsgi(app, "POST", "/generate", b"{}", length="many")
+    assert status == 400 and "Content-Length" in payload["detail"]
     status, payload = wsgi(app, "GET", "/health")
     assert status == 200 and payload["pid"] == os.getpid() and payload["loaded"] == []
 
