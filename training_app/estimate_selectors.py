@@ -13,6 +13,7 @@ from django.db.models.functions import Cast, Coalesce, Length
 
 from datasets_app.models import DatasetVersion, DatasetVersionExample
 from training_app.models import BaseModel, TrainingRun
+from training_app.training.hyperparameters import DEFAULTS
 from training_app.training.recipe import Recipe, estimate_tokens, fit_to_data
 
 MEASURED_RUNS = 5  # the most recent finished runs whose pace is averaged
@@ -23,7 +24,9 @@ class RunEstimate:
     dataset_version: DatasetVersion
     recipe: Recipe
     base_model: BaseModel | None
-    seconds_per_step: float | None  # None: no finished run on this base model to measure
+    # Seconds per example trained on (a step's time grows with its batch); None: no finished
+    # run on this base model to measure.
+    seconds_per_example: float | None
     measured_runs: int
 
     @property
@@ -65,9 +68,9 @@ class RunEstimate:
 
     @property
     def seconds(self) -> float | None:
-        if self.seconds_per_step is None:
+        if self.seconds_per_example is None:
             return None
-        return self.optimizer_steps * self.seconds_per_step
+        return self.recipe.example_passes * self.seconds_per_example
 
 
 def train_split_size(dataset_version: DatasetVersion) -> tuple[int, int | None]:
@@ -109,26 +112,29 @@ def run_recipe(
     )
 
 
-def measured_seconds_per_step(*, base_model: BaseModel | None) -> tuple[float | None, int]:
-    """Wall-clock seconds per optimizer step over the latest finished runs on `base_model`, as
-    their progress recorded it (loading and evaluation included: the time a launcher waits),
-    and how many runs that is."""
+def measured_seconds_per_example(*, base_model: BaseModel | None) -> tuple[float | None, int]:
+    """Wall-clock seconds per example trained on over the latest finished runs on `base_model`
+    (their steps as their progress recorded them, times the examples of a step; loading and
+    evaluation included: the time a launcher waits), and how many runs that is. Per example,
+    not per step: a run of batch 2 takes about half the time per step of one of batch 4."""
     if base_model is None:
         return None, 0
     runs = TrainingRun.objects.filter(
         base_model=base_model, status=TrainingRun.Status.SUCCEEDED
     ).order_by("-finished_at")[:MEASURED_RUNS]
-    steps = seconds = 0.0
+    examples = seconds = 0.0
     measured = 0
-    for progress in runs.values_list("progress", flat=True):
+    for progress, hyperparameters in runs.values_list("progress", "hyperparameters"):
         step, elapsed = (progress or {}).get("step"), (progress or {}).get("elapsed_s")
+        hp = {**DEFAULTS, **(hyperparameters or {})}
+        per_step = hp["batch_size"] * hp["gradient_accumulation_steps"]
         if isinstance(step, int | float) and isinstance(elapsed, int | float) and step > 0:
-            steps += step
+            examples += step * per_step
             seconds += elapsed
             measured += 1
     if not measured or seconds <= 0:
         return None, 0
-    return seconds / steps, measured
+    return seconds / examples, measured
 
 
 def run_estimate(
@@ -136,12 +142,12 @@ def run_estimate(
 ) -> RunEstimate:
     """The launch page's estimate: `recipe` as `training_run_check` fitted it (the run's own
     schedule, so the steps counted are the steps it will take), at the measured pace."""
-    pace, runs = measured_seconds_per_step(base_model=base_model)
+    pace, runs = measured_seconds_per_example(base_model=base_model)
     return RunEstimate(
         dataset_version=dataset_version,
         recipe=recipe,
         base_model=base_model,
-        seconds_per_step=pace,
+        seconds_per_example=pace,
         measured_runs=runs,
     )
 

@@ -12,7 +12,7 @@ FITTED_HINT = "fitted to the data"
 class LaunchForm(forms.Form):
     """The page's input; the service validates the hyperparameters (same errors as the API).
 
-    Only what the launcher set is sent: the schedule fields start blank and the others at their
+    Only what the launcher set is sent: the fitted fields start blank and the others at their
     defaults, and a field left so is not sent, so the service fits the schedule to the dataset
     (training/recipe.py) exactly as for an API request that leaves those fields out."""
 
@@ -68,9 +68,10 @@ class LaunchForm(forms.Form):
     )
     learning_rate = forms.FloatField(
         required=False,
-        initial=DEFAULTS["learning_rate"],
         label="Learning rate",
-        help_text="Peak step size of the optimizer, after warm-up.",
+        help_text="Peak step size of the optimizer, after warm-up. Blank: fitted to the "
+        f"dataset's size ({DEFAULTS['learning_rate']:g}, higher for a few examples).",
+        widget=forms.NumberInput(attrs={"placeholder": FITTED_HINT, "step": "any"}),
     )
     num_epochs = forms.IntegerField(
         required=False,

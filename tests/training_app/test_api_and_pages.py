@@ -36,7 +36,7 @@ def test_the_api_fits_what_the_request_left_out_and_says_why(api, personas, data
     body = answer.json()
     recipe = body["recipe"]
     assert recipe["explicit"] == ["num_epochs"] and body["hyperparameters"]["num_epochs"] == 1
-    assert body["hyperparameters"]["batch_size"] == recipe["fitted"]["batch_size"] == 4
+    assert body["hyperparameters"]["batch_size"] == recipe["fitted"]["batch_size"] == 2
     assert recipe["total_steps"] == 1 and recipe["train_examples"] == 2 and recipe["reasons"]
     version = api(personas["auditor"]).get(f"/api/model-versions/{body['model_version']['id']}/")
     assert version.json()["config"]["recipe"] == recipe

@@ -31,11 +31,14 @@ def selected_dataset(html: str) -> str | None:
     return chosen.group(1) if chosen else None
 
 
-def finished_run(dataset, launcher, base_model, *, steps: int, elapsed: float) -> TrainingRun:
+def finished_run(
+    dataset, launcher, base_model, *, steps: int, elapsed: float, batch_size: int = 2
+) -> TrainingRun:
     return TrainingRun.objects.create(
         dataset_version=dataset,
         base_model=base_model,
         created_by=launcher,
+        hyperparameters={"batch_size": batch_size, "gradient_accumulation_steps": 1},
         status=TrainingRun.Status.SUCCEEDED,
         finished_at=timezone.now(),
         progress={"step": steps, "total_steps": steps, "elapsed_s": elapsed},
@@ -82,19 +85,22 @@ def test_the_estimate_says_no_measurement_yet_without_finished_runs(client, pers
     _, newer = datasets
     client.force_login(personas["ml_engineer"])
     html = client.get(f"/training/runs/new/?dataset_version={newer.pk}").content.decode()
-    # 10 training examples, batch 4 (fitted: a small set), 3 steps an epoch; 72 updates
-    # would take 24 epochs, so 16 (the most), 48 steps.
+    # 10 training examples, batch 2 (fitted: a few examples), 5 steps an epoch; 144 updates
+    # would take 29 epochs, so 16 (the most), 80 steps.
     assert 'id="run-estimate"' in html
-    assert "<strong>48</strong> optimizer steps: 16 epochs of 3 (" in html
+    assert "<strong>80</strong> optimizer steps: 16 epochs of 5 (" in html
     assert "no measurement yet" in html
 
 
-def test_the_estimate_uses_the_measured_seconds_per_step_on_the_same_base_model(
+def test_the_estimate_uses_the_measured_seconds_per_example_on_the_same_base_model(
     client, personas, datasets, tiny_base_model
 ):
     older, newer = datasets
+    # 20 examples in 30 s, then 120 examples (batch 4) in 180 s: 1.5 s per example.
     finished_run(older, personas["ml_engineer"], tiny_base_model, steps=10, elapsed=30.0)
-    finished_run(older, personas["ml_engineer"], tiny_base_model, steps=30, elapsed=90.0)
+    finished_run(
+        older, personas["ml_engineer"], tiny_base_model, steps=30, elapsed=180.0, batch_size=4
+    )
     client.force_login(personas["ml_engineer"])
     url = (
         f"/training/runs/new/estimate/?dataset_version={newer.pk}"
@@ -103,9 +109,10 @@ def test_the_estimate_uses_the_measured_seconds_per_step_on_the_same_base_model(
     answer = client.get(url, **HTMX)
     html = answer.content.decode()
     assert answer.status_code == 200
-    # 10 examples / batch 2 = 5 steps an epoch, 3 epochs = 15 steps at 3.0 s a step = 45 s.
+    # 10 examples / batch 2 = 5 steps an epoch, 3 epochs = 15 steps = 30 examples trained on,
+    # at 1.5 s each = 45 s.
     assert "<strong>15</strong> optimizer steps" in html
-    assert "3.0 s a step" in html and "about 45 seconds" in html
+    assert "1.50 s per example trained on (30 in all)" in html and "about 45 seconds" in html
     assert "2 finished runs" in html and tiny_base_model.name in html
     assert "no measurement yet" not in html
 
@@ -123,18 +130,21 @@ def test_the_launch_page_shows_the_fitted_schedule_and_why(
     client.force_login(personas["ml_engineer"])
     html = client.get(f"/training/runs/new/?dataset_version={dataset.pk}").content.decode()
     recipe = run_recipe(dataset_version=dataset, hyperparameters=validate({}), explicit=())
-    # 40 examples: batch 4, 10 steps an epoch, 72 updates at least: 8 epochs, stopping at 72.
-    assert recipe.total_steps == 72
-    assert "<strong>72</strong> optimizer steps: 8 epochs of 10, the last stopping at step 72" in (
-        html
+    # 40 examples: batch 2, 20 steps an epoch, 144 updates at least: 8 epochs, stopping at 144.
+    assert recipe.total_steps == 144
+    assert (
+        "<strong>144</strong> optimizer steps: 8 epochs of 20, the last stopping at step 144"
+        in (html)
     )
-    assert "batch 4: 40 examples (&lt; 256) need more updates per pass" in html
+    assert "batch 2: 40 examples (&lt; 128) learn more from twice the updates of batch 4" in html
+    assert "learning rate 0.002 (not 0.001)" in html
     for reason in recipe.reasons:
         assert escape(reason) in html
-    assert "4 warm-up steps" in html and "at each epoch end" in html
+    assert "7 warm-up steps" in html and "at each epoch end" in html
     # The schedule fields start blank: left so, they are fitted, not sent as defaults.
-    form = re.search(r'<input type="number" name="num_epochs"[^>]*>', html).group(0)
-    assert "value=" not in form and 'placeholder="fitted to the data"' in form
+    for name in ("num_epochs", "batch_size", "learning_rate"):
+        form = re.search(rf'<input type="number" name="{name}"[^>]*>', html).group(0)
+        assert "value=" not in form and 'placeholder="fitted to the data"' in form
 
 
 def test_what_the_launcher_sets_is_kept_and_the_estimate_counts_what_the_run_gets(
@@ -146,7 +156,10 @@ def test_what_the_launcher_sets_is_kept_and_the_estimate_counts_what_the_run_get
     fragment = client.get(f"/training/runs/new/estimate/?{fields}", **HTMX).content.decode()
     # Every field as the page sends it: those at their default and the blank batch size are
     # not "set", so only num_epochs is kept as given.
-    form = {name: field.initial for name, field in LaunchForm().fields.items()}
+    form = {
+        name: "" if field.initial is None else field.initial
+        for name, field in LaunchForm().fields.items()
+    }
     form.update(dataset_version=newer.pk, num_epochs=2, batch_size="", base_model="", name="")
     form.update(parent_version="")
     answer = client.post("/training/runs/new/", form)
@@ -155,12 +168,12 @@ def test_what_the_launcher_sets_is_kept_and_the_estimate_counts_what_the_run_get
     recipe = run.model_version.config["recipe"]
     assert recipe["explicit"] == ["num_epochs"]
     assert run.hyperparameters["num_epochs"] == 2  # the recipe alone would give 16
-    assert run.hyperparameters["batch_size"] == recipe["fitted"]["batch_size"] == 4
-    assert recipe["total_steps"] == 6  # 2 epochs of 3
-    assert "<strong>6</strong> optimizer steps: 2 epochs of 3 (" in fragment
+    assert run.hyperparameters["batch_size"] == recipe["fitted"]["batch_size"] == 2
+    assert recipe["total_steps"] == 10  # 2 epochs of 5
+    assert "<strong>10</strong> optimizer steps: 2 epochs of 5 (" in fragment
     assert "As you set: num_epochs." in fragment
     run_page = client.get(f"/training/runs/{run.pk}/").content.decode()
-    assert "6 optimizer steps over 10 training examples, fitted to the data" in run_page
+    assert "10 optimizer steps over 10 training examples, fitted to the data" in run_page
     assert all(escape(reason) in run_page for reason in recipe["reasons"])
     assert "As set at launch: num_epochs." in run_page
 

@@ -29,12 +29,30 @@ def test_it_gives_a_small_dataset_enough_updates():
     for n in (40, 80):
         r = fitted(n, tokens=n * 150)
         hp = r.hyperparameters
-        assert hp["batch_size"] == recipe.SMALL_BATCH_SIZE
-        assert r.total_steps == MIN_UPDATES == trainer_steps(hp, n)
+        assert hp["batch_size"] == recipe.FEW_BATCH_SIZE
+        assert hp["learning_rate"] == recipe.FEW_LEARNING_RATE > DEFAULTS["learning_rate"]
+        # Twice the updates of batch 4 over the same examples trained on: about the same time.
+        assert r.total_steps == 2 * MIN_UPDATES == trainer_steps(hp, n)
+        assert r.example_passes == MIN_UPDATES * recipe.SMALL_BATCH_SIZE
         # Stopping inside the last epoch: the schedule decays to zero where training ends.
-        assert hp["max_steps"] == MIN_UPDATES < hp["num_epochs"] * r.steps_per_epoch
+        assert hp["max_steps"] == 2 * MIN_UPDATES < hp["num_epochs"] * r.steps_per_epoch
+    for n in (128, 200):
+        hp = fitted(n, tokens=n * 150).hyperparameters
+        assert hp["batch_size"] == recipe.SMALL_BATCH_SIZE
+        assert hp["learning_rate"] == DEFAULTS["learning_rate"]
     # The fixed default would have given 80 corrections 20 updates.
     assert steps_per_epoch(80, DEFAULTS["batch_size"], 1) * DEFAULTS["num_epochs"] == 20
+
+
+def test_a_small_set_keeps_the_learning_rate_it_was_given_and_the_rate_follows_the_batch():
+    r = fitted(80, {"learning_rate": 5e-4})
+    assert r.hyperparameters["learning_rate"] == 5e-4
+    assert r.hyperparameters["batch_size"] == recipe.FEW_BATCH_SIZE
+    assert "learning_rate" not in r.chosen and "learning_rate" in r.explicit
+    # An explicit batch size is not the measured pair: the default rate stays.
+    r = fitted(80, {"batch_size": 4})
+    assert r.hyperparameters["learning_rate"] == DEFAULTS["learning_rate"]
+    assert r.total_steps == MIN_UPDATES
 
 
 def test_it_keeps_two_epochs_where_they_are_already_enough():
@@ -97,11 +115,11 @@ def test_an_explicit_batch_size_sets_the_steps_per_epoch():
 
 def test_it_checkpoints_by_work_done_and_says_why():
     short = fitted(80, tokens=80 * 150)
-    assert short.hyperparameters["checkpoint_every_steps"] == 125  # ~75k tokens of batch 4
+    assert short.hyperparameters["checkpoint_every_steps"] == 250  # ~75k tokens of batch 2
     long_examples = fitted(5_000, tokens=5_000 * 1_000)
     assert long_examples.hyperparameters["checkpoint_every_steps"] == recipe.MIN_CHECKPOINT_STEPS
     assert any("checkpoint" in reason for reason in short.reasons)
-    assert short.chosen["batch_size"] == 4 and "num_epochs" in short.chosen
+    assert short.chosen["batch_size"] == 2 and "num_epochs" in short.chosen
 
 
 def test_a_run_of_few_epochs_is_also_evaluated_between_epoch_ends():
@@ -110,7 +128,7 @@ def test_a_run_of_few_epochs_is_also_evaluated_between_epoch_ends():
     assert not r.advice  # the trainer takes it
     assert fitted(80).hyperparameters["eval_every_steps"] is None  # 4 epoch ends already
     # One epoch of 8 steps: an evaluation every 2 steps would be noise; the epoch end only.
-    short = fitted(32, {"num_epochs": 1})
+    short = fitted(32, {"num_epochs": 1, "batch_size": 4})
     assert short.total_steps == 8 and short.hyperparameters["eval_every_steps"] is None
     assert any("at the epoch end only" in reason for reason in short.reasons)
     assert fitted(320, {"eval_every_steps": 7}).hyperparameters["eval_every_steps"] == 7
@@ -125,8 +143,9 @@ def test_an_empty_split_keeps_the_values_given():
 
 def test_it_records_what_it_fitted_what_was_given_and_why():
     record = fitted(80, {"lora_r": 8}, tokens=12_000).record()
-    assert record["fitted"]["batch_size"] == 4 and record["explicit"] == ["lora_r"]
-    assert record["total_steps"] == MIN_UPDATES and record["train_examples"] == 80
+    assert record["fitted"]["batch_size"] == 2 and record["explicit"] == ["lora_r"]
+    assert record["fitted"]["learning_rate"] == recipe.FEW_LEARNING_RATE
+    assert record["total_steps"] == 2 * MIN_UPDATES and record["train_examples"] == 80
     assert record["reasons"] and record["train_tokens"] == 12_000
     import json
 
@@ -135,7 +154,7 @@ def test_it_records_what_it_fitted_what_was_given_and_why():
 
 def test_it_leaves_fields_it_does_not_schedule_alone():
     r = fitted(80, tokens=12_000)
-    for name in ("lora_r", "lora_alpha", "learning_rate", "target_modules", "seed", "packing"):
+    for name in ("lora_r", "lora_alpha", "target_modules", "seed", "packing"):
         assert r.hyperparameters[name] == DEFAULTS[name]
 
 

@@ -122,12 +122,13 @@ def test_a_run_left_at_the_defaults_gets_the_schedule_fitted_to_its_dataset(
     assert tokens == pytest.approx(estimate_tokens(train_messages_chars(dataset)), rel=0.05)
     expected = fit_to_data(validate({}), explicit=set(), train_examples=20, train_tokens=tokens)
 
-    run = create(engineer, dataset, hyperparameters={})  # not trained: 72 steps
+    run = create(engineer, dataset, hyperparameters={})  # not trained: 144 steps
     assert run.hyperparameters == expected.hyperparameters
-    assert run.hyperparameters["batch_size"] == 4 and run.hyperparameters["max_steps"] == 72
+    assert run.hyperparameters["batch_size"] == 2 and run.hyperparameters["max_steps"] == 144
+    assert run.hyperparameters["learning_rate"] == 2e-3
     recorded = run.model_version.config["recipe"]
     assert recorded == expected.record()
-    assert recorded["total_steps"] == expected.total_steps == 72
+    assert recorded["total_steps"] == expected.total_steps == 144
     assert recorded["explicit"] == [] and "batch_size" in recorded["fitted"]
     assert run.model_version.config["hyperparameters"] == run.hyperparameters
 
@@ -151,8 +152,8 @@ def test_explicit_hyperparameters_are_never_changed(
     assert recorded["total_steps"] == 5
     # Only what was left out is fitted: here the batch size, from 20 examples.
     run = create(engineer, make_dataset_version(20, 2), hyperparameters={"num_epochs": 1})
-    assert run.hyperparameters["num_epochs"] == 1 and run.hyperparameters["batch_size"] == 4
-    assert run.model_version.config["recipe"]["total_steps"] == 5
+    assert run.hyperparameters["num_epochs"] == 1 and run.hyperparameters["batch_size"] == 2
+    assert run.model_version.config["recipe"]["total_steps"] == 10
 
 
 def test_a_continued_run_keeps_its_parents_adapter_shape_and_fits_its_schedule(
@@ -170,8 +171,8 @@ def test_a_continued_run_keeps_its_parents_adapter_shape_and_fits_its_schedule(
     )
     assert (child.hyperparameters["lora_r"], child.hyperparameters["lora_alpha"]) == (4, 8)
     recipe = child.model_version.config["recipe"]
-    assert recipe["train_examples"] == 40 and recipe["total_steps"] == 72
-    assert child.hyperparameters["batch_size"] == 4 and child.hyperparameters["max_steps"] == 72
+    assert recipe["train_examples"] == 40 and recipe["total_steps"] == 144
+    assert child.hyperparameters["batch_size"] == 2 and child.hyperparameters["max_steps"] == 144
 
 
 def test_a_check_without_a_dataset_version_fits_nothing(engineer, tiny_base_model, training_dirs):

@@ -14,10 +14,14 @@ The rule, applied only to the fields the launcher did not set (explicit values a
 what is derived from an explicit value, such as steps per epoch from an explicit batch size,
 follows it):
 
-1. Batch size: below `SMALL_EXAMPLES` training examples, 4 instead of 8. The same passes over
-   the data then make twice the updates, which is what a small set lacks; the tokens computed,
-   hence the time, stay about the same.
-2. Steps: at least `MIN_UPDATES` optimizer steps, as many whole epochs as that takes (at most
+1. Batch size: below `SMALL_EXAMPLES` training examples, 4 instead of 8; below `FEW_EXAMPLES`,
+   2, with the learning rate `FEW_LEARNING_RATE` instead of the default. The same passes over
+   the data then make more updates, which is what a small set lacks; the tokens computed, hence
+   the time, stay about the same. (Measured on draws of 80 corrections: batch 4 at 1e-3 gave a
+   mean exact match of 0.81, batch 2 at 2e-3 over the same examples trained on a higher one,
+   docs/benchmarks.md §7.)
+2. Steps: at least `MIN_UPDATES` optimizer steps of batch 4 (twice as many of batch 2: the same
+   examples trained on), as many whole epochs as that takes (at most
    `MAX_EPOCHS`), stopping at exactly `MIN_UPDATES` (`max_steps`) when the last epoch would
    overshoot, so the learning rate decays to zero where training ends. Above that, 2 epochs
    (the measured default), or 1 once the data holds more than `LARGE_TOKENS` tokens or
@@ -50,7 +54,13 @@ from .hyperparameters import DEFAULTS
 
 SMALL_EXAMPLES = 256  # below: batch 4 (more updates per pass)
 SMALL_BATCH_SIZE = 4
-MIN_UPDATES = 72  # measured: 42 updates too few, 84 enough (docs/training.md)
+MIN_UPDATES = 72  # of batch 4; measured: 42 updates too few, 84 enough (docs/training.md)
+# Below FEW_EXAMPLES: batch 2 (twice the updates for the same examples trained on, hence about
+# the same time) and a higher learning rate; measured on six draws of 80 corrections
+# (docs/benchmarks.md §7).
+FEW_EXAMPLES = 128
+FEW_BATCH_SIZE = 2
+FEW_LEARNING_RATE = 2e-3
 DEFAULT_EPOCHS = 2
 MAX_EPOCHS = 16
 LARGE_EXAMPLES = 5_000  # above (or above LARGE_TOKENS): one epoch
@@ -68,6 +78,7 @@ CHARS_PER_TOKEN = 4.0  # English chat text with a BPE tokenizer; used only for t
 
 # The fields this module may choose; any other field keeps the value it was given.
 SCHEDULE_FIELDS = (
+    "learning_rate",
     "batch_size",
     "num_epochs",
     "max_steps",
@@ -168,7 +179,23 @@ def fit_to_data(
             reasons=["no training examples: nothing to fit the schedule to"],
             explicit=sorted(explicit),
         )
-    if n < SMALL_EXAMPLES and hp["batch_size"] > SMALL_BATCH_SIZE:
+    min_updates = MIN_UPDATES
+    if n < FEW_EXAMPLES and "batch_size" in free and hp["batch_size"] > FEW_BATCH_SIZE:
+        choose(
+            "batch_size",
+            FEW_BATCH_SIZE,
+            f"batch {FEW_BATCH_SIZE}: {n} examples (< {FEW_EXAMPLES}) learn more from twice the "
+            f"updates of batch {SMALL_BATCH_SIZE} over the same examples",
+        )
+        # The same examples trained on as MIN_UPDATES of batch 4, so about the same time.
+        min_updates = MIN_UPDATES * SMALL_BATCH_SIZE // FEW_BATCH_SIZE
+        choose(
+            "learning_rate",
+            FEW_LEARNING_RATE,
+            f"learning rate {FEW_LEARNING_RATE:g} (not {DEFAULTS['learning_rate']:g}): measured "
+            "better on small sets at the same time",
+        )
+    elif n < SMALL_EXAMPLES and hp["batch_size"] > SMALL_BATCH_SIZE:
         choose(
             "batch_size",
             SMALL_BATCH_SIZE,
@@ -183,14 +210,14 @@ def fit_to_data(
     # -- how long: epochs, and max_steps where the last epoch stops early -------------------
     large = n > LARGE_EXAMPLES or (tokens is not None and tokens > LARGE_TOKENS)
     epochs_wanted = 1 if large else DEFAULT_EPOCHS
-    total = max(MIN_UPDATES, epochs_wanted * per_epoch)
+    total = max(min_updates, epochs_wanted * per_epoch)
     total = min(total, MAX_EPOCHS * per_epoch)
     why_total = (
-        f"{MIN_UPDATES} updates at least ({per_epoch} per epoch)"
+        f"{min_updates} updates at least ({per_epoch} per epoch)"
         if total > epochs_wanted * per_epoch
         else f"{epochs_wanted} epoch{'s' if epochs_wanted > 1 else ''} of {per_epoch} steps"
     )
-    if total == MAX_EPOCHS * per_epoch and MAX_EPOCHS * per_epoch < MIN_UPDATES:
+    if total == MAX_EPOCHS * per_epoch and MAX_EPOCHS * per_epoch < min_updates:
         why_total = f"{MAX_EPOCHS} epochs at most (only {per_epoch} steps per epoch)"
     if tokens_per_example:
         cap = math.floor(MAX_TOKEN_PASSES / (tokens_per_example * examples_per_step))
