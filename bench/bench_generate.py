@@ -18,7 +18,6 @@ what is measured. Each request asks a different demo question with a fixed `max_
 `--concurrency` clients send at once (the server answers one at a time: generation holds a lock).
 """
 
-import json
 import os
 import socket
 import statistics
@@ -27,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from common import ROOT, parser, percentile, scratch_database, setup_django, write_result
@@ -107,14 +105,10 @@ def live_version(model_dir: Path, work: Path):
 
 
 def post(url: str, body: dict, timeout: float = 600) -> dict:
-    request = urllib.request.Request(
-        url + "/generate",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        return json.loads(answer.read())
+    """As the web process asks the model server: with its secret (same settings, same key)."""
+    from serving.client import call
+
+    return call(url, "/generate", body, timeout=timeout)
 
 
 def peak_rss_mib(pid: int) -> float:

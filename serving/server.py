@@ -41,8 +41,13 @@ class ModelCache:
     of a full copy of the weights per version; the `merged_limit` most recently used
     versions stay loaded."""
 
-    def __init__(self, *, merge_adapters: bool = False, merged_limit: int = 2) -> None:
+    def __init__(
+        self, *, merge_adapters: bool = False, merged_limit: int = 2, processes: int = 1
+    ) -> None:
+        """`processes`: the model server processes on this machine (`serve_workers`); each
+        computes with its share of the cores, as training processes do (`resolve_device`)."""
         self.lock = threading.Lock()
+        self.processes = max(1, processes)
         self.bases: dict[int, dict[str, Any]] = {}
         self.merged: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.merge_adapters = merge_adapters
@@ -68,7 +73,7 @@ class ModelCache:
 
         adapter = self._verified_adapter(version)
         base_model_verify(base_model=version.base_model)
-        device, dtype = resolve_device("cpu")
+        device, dtype = resolve_device("cpu", processes=self.processes)
         base = load_base_model(version.base_model.folder, device=device, dtype=dtype)
         model = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
         while len(self.merged) >= self.merged_limit:
@@ -106,7 +111,7 @@ class ModelCache:
         entry = self.bases.get(version.base_model_id)
         if entry is None:
             base_model_verify(base_model=version.base_model)
-            device, dtype = resolve_device("cpu")
+            device, dtype = resolve_device("cpu", processes=self.processes)
             base = load_base_model(version.base_model.folder, device=device, dtype=dtype)
             model = PeftModel.from_pretrained(base, str(adapter), adapter_name=str(version.pk))
             entry = {
@@ -335,7 +340,9 @@ def serve_workers(
 
     if merge_adapters is None:
         merge_adapters = bool(settings.SIGNOFF_GOVERNANCE.get("SERVING_MERGE_ADAPTERS", False))
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    from training_app.training.runtime import available_cores
+
+    threads = max(1, available_cores() // workers)
     timeout = int(settings.SIGNOFF_GOVERNANCE["SERVING_TIMEOUT_SECONDS"]) + 300
 
     class ModelWorkers(BaseApplication):
@@ -352,12 +359,11 @@ def serve_workers(
             self.cfg.set("proc_name", "signoff-serve-models")
 
         def load(self):
-            # In each worker, after the fork: its own torch threads, cache and connections.
-            import torch
-
-            torch.set_num_threads(threads)
+            # In each worker, after the fork: its own cache and connections. Its torch threads
+            # (its share of the cores) are set where the cache loads a model (resolve_device):
+            # a second thread per process would spin against the other worker's.
             print(f"model worker {os.getpid()} ready ({threads} torch threads)", flush=True)
-            return make_wsgi_app(ModelCache(merge_adapters=merge_adapters))
+            return make_wsgi_app(ModelCache(merge_adapters=merge_adapters, processes=workers))
 
     connections.close_all()  # the workers open their own
     ModelWorkers().run()

@@ -23,7 +23,7 @@ def set_seed(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
-def _cores() -> int:
+def available_cores() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, cores or 1)
 
@@ -37,7 +37,7 @@ def resolve_device(name: str, *, processes: int = 1) -> tuple[str, Any]:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         return "cuda", torch.bfloat16
-    torch.set_num_threads(max(1, _cores() // max(1, processes)))
+    torch.set_num_threads(max(1, available_cores() // max(1, processes)))
     return "cpu", torch.float32
 
 
@@ -50,7 +50,7 @@ def machine_world_size(device: str = "auto") -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         return torch.cuda.device_count()
-    return cpu_world_size_cap(_cores())
+    return cpu_world_size_cap(available_cores())
 
 
 def machine_limits(device: str = "auto") -> dict[str, Any]:
