@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -172,12 +173,14 @@ class ModelCache:
 
 
 def health(cache: ModelCache) -> dict[str, Any]:
+    torch = sys.modules.get("torch")  # imported once a model has loaded
     return {
         "status": "ok",
         "loaded": cache.loaded(),
         "loads": cache.loads,
         "merged": cache.merge_adapters,
         "pid": os.getpid(),
+        "torch_threads": torch.get_num_threads() if torch is not None else None,
     }
 
 

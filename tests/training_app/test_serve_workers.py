@@ -19,6 +19,7 @@ from django.core.management.base import CommandError
 from config.dramatiq import free_port
 from serving.client import ServerRefused, call
 from serving.server import ModelCache, default_workers, make_server, make_wsgi_app
+from training_app.training.runtime import available_cores
 
 from ..e2e.test_story_browser import database_url, http_ok
 from ..waiting import REQUEST_SECONDS, cpu_ticks, file_sizes, join_threads, wait_for
@@ -96,6 +97,11 @@ def test_two_worker_processes_answer_at_once_as_one_process_would_and_stop_toget
             single.shutdown()
             single.server_close()
         assert [answer["text"] for answer in answers] == [one["text"]] * 2
+        # Each worker computes with its share of the cores: more threads would spin against
+        # the other worker's (two workers of two threads on 2 cores answered at 0.8x of one).
+        share = max(1, available_cores() // 2)
+        for _ in range(4):
+            assert call(url, "/health", None, timeout=REQUEST_SECONDS)["torch_threads"] == share
         assert all(answer["version_id"] == str(version.pk) for answer in answers)
 
         # Refusals are the same as the one-process server's.
