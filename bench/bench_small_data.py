@@ -339,6 +339,29 @@ def summarize(runs: list[dict]) -> tuple[list[dict], list[dict], dict]:
     return table, rows, curve
 
 
+def schedules_by_draw(runs: list[dict], size: int = 80) -> dict:
+    """Exact match per draw (seed) at `size` for every schedule in the log, with the 320-
+    correction reference: which schedule learns from a small set, draw by draw."""
+    series: dict[str, list] = {}
+    for mode in sorted({r["mode"] for r in runs if r["size"] == size}):
+        points = {
+            r["seed"]: r["exact_match"] for r in runs if r["mode"] == mode and r["size"] == size
+        }
+        series[f"{size}, {mode}"] = sorted(points.items())
+    reference = {
+        r["seed"]: r["exact_match"] for r in runs if r["mode"] == "fitted" and r["size"] == 320
+    }
+    if reference:
+        series["320, fitted"] = sorted(reference.items())
+    return {
+        "title": f"Held-out exact match from {size} corrections, draw by draw",
+        "x": "draw of the corrections (seed)",
+        "y": "exact match (32 held-out questions)",
+        "series": series,
+        "targets": {"0.9 x the 320-correction accuracy": 0.9},
+    }
+
+
 def mean(runs: list[dict], key: str):
     values = [r[key] for r in runs if r.get(key) is not None]
     return round(statistics.mean(values), 4) if values else None
@@ -401,9 +424,10 @@ def main() -> None:
         path = write_result(
             "small-data", {"table": table, "runs": runs, "headline": rows, "curve": curve}
         )
-        from plot import plot_result
+        from plot import plot_curve, plot_result
 
         print(f"plot: {plot_result(path)}")
+        print(f"plot: {plot_curve('small-data-draws', schedules_by_draw(runs))}")
         return
     overrides = {}
     for item in options.set:
