@@ -344,10 +344,12 @@ def schedules_by_draw(runs: list[dict], size: int = 80) -> dict:
     correction reference: which schedule learns from a small set, draw by draw."""
     series: dict[str, list] = {}
     for mode in sorted({r["mode"] for r in runs if r["size"] == size}):
-        points = {
-            r["seed"]: r["exact_match"] for r in runs if r["mode"] == mode and r["size"] == size
-        }
-        series[f"{size}, {mode}"] = sorted(points.items())
+        group = [r for r in runs if r["mode"] == mode and r["size"] == size]
+        label = f"{size}, {mode}"
+        params = next((r["params"] for r in group if r.get("params")), None)
+        if mode == "fitted" and params:  # what the recipe fitted when these ran
+            label += f" (batch {params['batch_size']}, lr {params['learning_rate']:g})"
+        series[label] = sorted({r["seed"]: r["exact_match"] for r in group}.items())
     reference = {
         r["seed"]: r["exact_match"] for r in runs if r["mode"] == "fitted" and r["size"] == 320
     }
