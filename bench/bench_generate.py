@@ -111,6 +111,21 @@ def post(url: str, body: dict, timeout: float = 600) -> dict:
     return call(url, "/generate", body, timeout=timeout)
 
 
+def wait_listening(url: str, server: subprocess.Popen, seconds: float = 300) -> None:
+    from serving.client import ServerDown, call
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit("the model server exited while starting")
+        try:
+            call(url, "/health", None, timeout=30)
+            return
+        except ServerDown:
+            time.sleep(0.2)
+    raise SystemExit(f"the model server did not listen within {seconds:.0f} s")
+
+
 def peak_rss_mib(pid: int) -> float:
     """The process's peak resident memory, plus its children's (a worker pool's workers)."""
     total = 0.0
@@ -150,6 +165,7 @@ def measure(mode: str, version_id: str, prompts: list, options) -> dict:
             raise SystemExit(f"the {mode} model server did not start")
         url = f"http://127.0.0.1:{port}"
         started = time.perf_counter()
+        wait_listening(url, server)  # a worker pool binds after saying ready
         # One warm-up answer per client at once: each worker of a pool loads the model on its
         # first answer, and a busy worker leaves the next connection to a free one.
         warm: list[dict] = []
