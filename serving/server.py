@@ -321,9 +321,11 @@ def default_workers() -> int:
     copy of the weights)."""
     from django.core.exceptions import ImproperlyConfigured
 
+    from training_app.training.runtime import available_cores
+
     chosen = str(settings.SIGNOFF_GOVERNANCE.get("SERVING_WORKERS", "1")).strip().lower()
     if chosen == "auto":
-        return max(1, min(2, os.cpu_count() or 1))
+        return min(2, available_cores())
     if not chosen.isdigit() or int(chosen) < 1:
         raise ImproperlyConfigured(
             f"SIGNOFF_SERVING_WORKERS={chosen!r}: a number of processes (1 or more) or 'auto'"
@@ -341,10 +343,10 @@ def serve_workers(
     one (docs/serving.md, "Worker processes")."""
     from gunicorn.app.base import BaseApplication
 
-    if merge_adapters is None:
-        merge_adapters = bool(settings.SIGNOFF_GOVERNANCE.get("SERVING_MERGE_ADAPTERS", False))
     from training_app.training.runtime import available_cores
 
+    if merge_adapters is None:
+        merge_adapters = bool(settings.SIGNOFF_GOVERNANCE.get("SERVING_MERGE_ADAPTERS", False))
     threads = max(1, available_cores() // workers)
     timeout = int(settings.SIGNOFF_GOVERNANCE["SERVING_TIMEOUT_SECONDS"]) + 300
 
