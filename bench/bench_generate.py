@@ -15,7 +15,8 @@ linear layer, peft's default init: B = 0, so both modes give the same answers an
 number of tokens; the adapter's compute is the same as a trained one's). The version is
 registered and marked approved directly in a scratch database: the governance flow is not
 what is measured. Each request asks a different demo question with a fixed `max_new_tokens`;
-`--concurrency` clients send at once (the server answers one at a time: generation holds a lock).
+`--concurrency` clients send at once (one process answers one at a time: generation holds a
+lock; `workers2` is two processes, `serve_models --workers 2`).
 """
 
 import os
@@ -28,7 +29,15 @@ import threading
 import time
 from pathlib import Path
 
-from common import ROOT, parser, percentile, scratch_database, setup_django, write_result
+from common import (
+    ROOT,
+    parser,
+    percentile,
+    scratch_database,
+    setup_django,
+    wait_ready,
+    write_result,
+)
 
 SERVER = """
 import django, sys
@@ -111,21 +120,6 @@ def post(url: str, body: dict, timeout: float = 600) -> dict:
     return call(url, "/generate", body, timeout=timeout)
 
 
-def wait_listening(url: str, server: subprocess.Popen, seconds: float = 300) -> None:
-    from serving.client import ServerDown, call
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit("the model server exited while starting")
-        try:
-            call(url, "/health", None, timeout=30)
-            return
-        except ServerDown:
-            time.sleep(0.2)
-    raise SystemExit(f"the model server did not listen within {seconds:.0f} s")
-
-
 def peak_rss_mib(pid: int) -> float:
     """The process's peak resident memory, plus its children's (a worker pool's workers)."""
     total = 0.0
@@ -165,7 +159,7 @@ def measure(mode: str, version_id: str, prompts: list, options) -> dict:
             raise SystemExit(f"the {mode} model server did not start")
         url = f"http://127.0.0.1:{port}"
         started = time.perf_counter()
-        wait_listening(url, server)  # a worker pool binds after saying ready
+        wait_ready(url, server, seconds=300)  # a worker pool binds after saying ready
         # One warm-up answer per client at once: each worker of a pool loads the model on its
         # first answer, and a busy worker leaves the next connection to a free one.
         warm: list[dict] = []
@@ -315,7 +309,7 @@ def main() -> None:
     sides = {mode: side(mode) for mode in modes}
     unmerged = sides["unmerged"]
     ratios = {}
-    for mode in modes[1:] if modes[0] == "unmerged" else [m for m in modes if m != "unmerged"]:
+    for mode in (m for m in modes if m != "unmerged"):
         ratios[f"{mode}_over_unmerged"] = (
             sides[mode]["requests_per_second"] / unmerged["requests_per_second"]
         )

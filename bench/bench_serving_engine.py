@@ -31,10 +31,17 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-from common import ROOT, parser, percentile, scratch_database, setup_django, write_result
+from common import (
+    ROOT,
+    parser,
+    percentile,
+    scratch_database,
+    setup_django,
+    wait_ready,
+    write_result,
+)
 
 SERVER = """
 import django, sys
@@ -141,19 +148,6 @@ def live_version(model_dir: Path, adapter: Path):
     Channel.objects.filter(pk=channel.pk).update(live_version=version)
     channel.refresh_from_db()
     return user, channel, ModelVersion.objects.select_related("base_model").get(pk=version.pk)
-
-
-def wait_ready(url: str, process: subprocess.Popen, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the server exited ({process.returncode})")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not get ready")
 
 
 def use_backend(kind: str, *, embedded_url: str, engine_url: str, adapters: Path) -> None:

@@ -9,6 +9,7 @@ import platform
 import statistics
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -163,3 +164,18 @@ def torch_lock() -> Iterator[float]:
             yield time.monotonic() - started
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def wait_ready(url: str, process, seconds: float = 180) -> None:
+    """Until `url`/health answers 200 (an HTTP server started as `process`, which may bind
+    after it said it started); exits if the process does or `seconds` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: the server exited ({process.returncode})")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not get ready")

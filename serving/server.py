@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -269,19 +270,6 @@ def make_server(host: str, port: int, *, merge_adapters: bool | None = None) -> 
     return server
 
 
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    422: "Unprocessable Entity",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
-
-
 def make_wsgi_app(cache: ModelCache):
     """The same two endpoints as a WSGI application, for a process pool (`serve_workers`)."""
 
@@ -308,7 +296,7 @@ def make_wsgi_app(cache: ModelCache):
             status, body = 404, {"detail": "not found"}
         data = json.dumps(body).encode()
         start_response(
-            f"{status} {REASONS.get(status, 'Error')}",
+            f"{status} {HTTPStatus(status).phrase}",
             [("Content-Type", "application/json"), ("Content-Length", str(len(data)))],
         )
         return [data]

@@ -46,6 +46,7 @@ from .arguments import (
     TrainingHooks,
     TrainingResult,
 )
+from .runtime import available_cores
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENTRY = "training_app.training.rank"
@@ -105,7 +106,7 @@ def launch(
     )
     if kind == "cpu":
         # torchrun would set 1 (and warn); the trainer shares the cores out itself.
-        child_env.setdefault("OMP_NUM_THREADS", str(max(1, _cores() // nproc)))
+        child_env.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // nproc)))
     # A short path: Unix socket paths are limited to ~100 bytes, output folders may be longer.
     control_dir = tempfile.mkdtemp(prefix="signoff-launch-")
     control = os.path.join(control_dir, "control.sock")
@@ -291,8 +292,3 @@ def _device_kind(name: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _cores() -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
